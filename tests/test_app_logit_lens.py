@@ -4,21 +4,9 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
+from tests.apptest import chart_specs
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
-
-
-def charts(at):
-    found = []
-
-    def walk(node):
-        for child in getattr(node, "children", {}).values() if isinstance(getattr(node, "children", None), dict) else []:
-            walk(child)
-        if getattr(node, "type", "") == "vega_lite_chart":
-            found.append(node)
-
-    walk(at._tree)
-    return found
 
 
 @pytest.fixture
@@ -31,7 +19,7 @@ def app(gemma):
 def test_logit_lens_page_renders_heatmap_table_and_curves(app):
     assert not app.exception and not app.error
     assert app.title[0].value.startswith("🔎 Logit lens")
-    specs = [c.proto.spec for c in charts(app)]
+    specs = chart_specs(app)
     assert len(specs) == 2 and '"rect"' in specs[0] and '"line"' in specs[1]
     table = app.dataframe[0].value
     assert len(table) == 19  # one row per layer, embeddings to output

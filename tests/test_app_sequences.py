@@ -3,22 +3,9 @@
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
+from tests.apptest import chart_specs
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
-
-
-def charts(at):
-    found = []
-
-    def walk(node):
-        children = getattr(node, "children", None)
-        for child in children.values() if isinstance(children, dict) else []:
-            walk(child)
-        if getattr(node, "type", "") == "vega_lite_chart":
-            found.append(node.proto.spec)
-
-    walk(at._tree)
-    return found
 
 
 def button(at, label):
@@ -37,7 +24,7 @@ def test_sequences_page_sweep_circuit_and_inspector(gemma):
     button(at, "Run").click().run()
     assert not at.exception and not at.error
     assert "kept 6 of 97 candidate prompts" in at.caption[0].value
-    specs = charts(at)
+    specs = chart_specs(at)
     # attribution tab: heatmap + MLP bars; exact tab (top-12): heatmap + bars; the method scatter
     assert len(specs) == 5 and sum('"rect"' in s for s in specs) == 2 and sum('"circle"' in s for s in specs) == 1
     ranked = at.dataframe[1].value  # the first tab's ranked table (the prompts table comes first)
@@ -49,11 +36,11 @@ def test_sequences_page_sweep_circuit_and_inspector(gemma):
     assert not at.exception and not at.error
     circuit_metric = next(m for m in at.metric if m.label.endswith("heads in circuit"))
     assert 1 <= int(circuit_metric.value) < 72 and "% of the full" in circuit_metric.delta
-    assert len(charts(at)) == 6
+    assert len(chart_specs(at)) == 6
 
     button(at, "Inspect the head").click().run()
     assert not at.exception and not at.error
-    specs = charts(at)
+    specs = chart_specs(at)
     assert len(specs) == 8 and any("Attention of L" in s for s in specs) and any("Successor score of" in s for s in specs)
     ranking = at.dataframe[-1].value
     assert len(ranking) == 10 and ranking["score"].is_monotonic_decreasing

@@ -27,6 +27,7 @@ from core.models.handle import Batch
 from core.numerals import SYSTEM_KEYS, format_number, parse_number
 from core.tokens import first_char_tokens, word_token_set
 from tests import tiny
+from tests.apptest import chart_specs
 
 APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
 
@@ -288,7 +289,7 @@ def test_page_renders_accuracy_layers_and_drill_down(gemma):
     _widget(at.multiselect, "Numeral systems to score").set_value(["arabic", "devanagari", "tamil"])
     at.button[0].click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    specs = [e.proto.spec for e in _charts(at)]
+    specs = chart_specs(at)
     assert len(specs) == 4  # accuracy bars, layer curves, top-k grid, heatmap
     assert '"bar"' in specs[0] and '"line"' in specs[1]
     accuracy = at.dataframe[0].value
@@ -304,15 +305,3 @@ def _widget(widgets, label):
     return next(w for w in widgets if w.label == label)
 
 
-def _charts(at):
-    found = []
-
-    def walk(node):
-        children = getattr(node, "children", None)
-        for child in (children.values() if isinstance(children, dict) else []):
-            walk(child)
-        if getattr(node, "type", "") == "vega_lite_chart":
-            found.append(node)
-
-    walk(at._tree)
-    return found

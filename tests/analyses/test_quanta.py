@@ -25,6 +25,7 @@ from core.analyses.quanta.gradients import GradientSketch, GradientStore
 from core.analyses.quanta.losses import document_losses
 from core.errors import UserError
 from tests import tiny
+from tests.apptest import chart_specs
 
 
 @pytest.fixture(autouse=True)
@@ -405,16 +406,7 @@ def test_page_runs_and_browses_clusters(gemma):
     number["Documents to score (0 = until twice the cap pass the filters)"].set_value(3)
     next(b for b in at.button if b.label == "Find quanta").click().run()
     assert not at.exception and not at.error
-    specs = []
-
-    def walk(node):
-        children = getattr(node, "children", None)
-        for child in children.values() if isinstance(children, dict) else []:
-            walk(child)
-        if getattr(node, "type", "") == "vega_lite_chart":
-            specs.append(node.proto.spec)
-
-    walk(at._tree)
+    specs = chart_specs(at)
     assert len(specs) == 3 and any("fitted slope" in s for s in specs) and any('"rect"' in s for s in specs)
     clusters = at.dataframe[0].value
     assert len(clusters) == 2 and clusters["size"].sum() == 8

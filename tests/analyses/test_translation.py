@@ -24,6 +24,7 @@ from core.lens import run_lens
 from core.models.handle import Batch
 from core.wordlist import SHIPPED_LANGUAGES, load_words, parse_words
 from tests import tiny
+from tests.apptest import chart_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 # Hindi and Tamil words begin with the same UTF-8 byte 0xE0; Chinese with 0xE8/0xE6; Russian 0xD1.
@@ -310,7 +311,7 @@ def test_page_runs_a_small_batch_and_drills_down(gemma):
     at.button[0].click().run()
     assert not at.exception and not at.error
     assert [m.value for m in at.metric[:2]] == ["3", "0"]
-    specs = [e.proto.spec for e in _charts(at)]
+    specs = chart_specs(at)
     assert len(specs) == 3 and '"area"' in specs[0] and '"line"' in specs[0] and '"rect"' in specs[1]
     assert "target: Chinese (zh)" in specs[0]
     table = at.dataframe[0].value
@@ -323,15 +324,3 @@ def test_page_runs_a_small_batch_and_drills_down(gemma):
     assert 'Français: "feu" - 中文: "' in at.code[0].value
 
 
-def _charts(at):
-    found = []
-
-    def walk(node):
-        children = getattr(node, "children", None)
-        for child in children.values() if isinstance(children, dict) else []:
-            walk(child)
-        if getattr(node, "type", "") == "vega_lite_chart":
-            found.append(node)
-
-    walk(at._tree)
-    return found

@@ -4,22 +4,9 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
+from tests.apptest import chart_specs
 
 PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "train_from_scratch.py")
-
-
-def chart_specs(at) -> list[str]:
-    found = []
-
-    def walk(node):
-        children = getattr(node, "children", None)
-        for child in children.values() if isinstance(children, dict) else []:
-            walk(child)
-        if getattr(node, "type", "") == "vega_lite_chart":
-            found.append(node.proto.spec)
-
-    walk(at._tree)
-    return found
 
 
 def small_settings(at, steps=6):
