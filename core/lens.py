@@ -287,44 +287,56 @@ def _decode_all(handle, residual, top_k, targets, token_sets, energy) -> dict:
     """Metrics for every layer of one batch's residuals [layer, b, slot, d] (numpy out).
 
     Works on logits L directly: with lse = log Σ exp L and p = exp(L - lse),
-    entropy = lse - Σ p L and KL(final ‖ layer) = Σ p_f log p_f - Σ p_f L + lse, so the only
-    vocabulary-sized temporary is exp(L - max L). Top-k of L is top-k of p.
+    entropy = lse - Σ p L and KL(final ‖ layer) = Σ p_f (L_f - L) - (lse_f - lse) Σ p_f.
+    The final layer's logits and lse are the very tensors the last layer produces (decoded
+    once, in the same chunked pass), so at the last layer L_f - L and lse_f - lse are exactly
+    zero and so is the KL, on every CPU and BLAS: no cancellation of two rounded sums.
+    Top-k of L is top-k of p.
     """
     n_layers, b, slots, _ = residual.shape
     per_layer = max(1, _LOGIT_BUDGET // max(1, b * slots * handle.vocab_size))
-    final_logp = torch.log_softmax(handle.decode(residual[-1]), dim=-1)  # [b, slot, vocab]
-    final_p = final_logp.exp()
-    final_neg_entropy = _rowdot(final_p, final_logp)  # Σ p_f log p_f, [b, slot]
-    del final_logp
     target_ids = None if targets is None else torch.tensor([list(map(int, t)) for t in targets], dtype=torch.long)
     set_index = None
     if token_sets is not None:
         set_index = [[torch.tensor(sorted(map(int, s)), dtype=torch.long) for s in sets] for sets in token_sets]
     out: dict[str, list] = {k: [] for k in ("top_ids", "top_probs", "entropy_bits", "kl_to_final_bits",
                                             "target_probs", "target_ranks", "set_probs")}
-    for start in range(0, n_layers, per_layer):
-        logits = handle.decode(residual[start : start + per_layer])  # [l, b, slot, V]
+    # The last layer first, as a chunk of its own: its logits and lse are the reference of every KL.
+    starts = [n_layers - 1] + list(range(0, n_layers - 1, per_layer))
+    final = None  # (logits [b, slot, V], p_f, Σ p_f, lse_f) of the last layer
+    chunks: list[dict] = []
+    for start in starts:
+        stop = n_layers if start == n_layers - 1 else min(start + per_layer, n_layers - 1)
+        logits = handle.decode(residual[start:stop])  # [l, b, slot, V]
         top = logits.topk(top_k, dim=-1)
         peak = top.values[..., :1]  # the max logit, from top-k: no separate pass for the shift
         e = (logits - peak).exp_()  # the one vocabulary-sized temporary
         total = e.sum(-1)
         lse = peak.squeeze(-1) + total.log()  # [l, b, slot]
         expected_logit = _rowdot(e, logits) / total  # Σ p L
-        out["entropy_bits"].append(((lse - expected_logit) / LN2).clamp_min(0))
-        kl = final_neg_entropy - torch.stack([_rowdot(final_p, layer_logits) for layer_logits in logits]) + lse
-        out["kl_to_final_bits"].append((kl / LN2).clamp_min(0))
-        out["top_ids"].append(top.indices)
-        out["top_probs"].append((top.values - lse.unsqueeze(-1)).exp())
+        if final is None:
+            p_f = e[0] / total[0, ..., None]
+            final = (logits[0], p_f, p_f.sum(-1), lse[0])
+            kl = torch.zeros_like(lse)
+        else:
+            f_logits, p_f, p_f_total, lse_f = final
+            diff = torch.empty_like(f_logits)
+            kl = torch.stack([
+                _rowdot(p_f, torch.sub(f_logits, layer_logits, out=diff)) - (lse_f - layer_lse) * p_f_total
+                for layer_logits, layer_lse in zip(logits, lse)
+            ])
+        chunk = {"entropy_bits": ((lse - expected_logit) / LN2).clamp_min(0),
+                 "kl_to_final_bits": (kl / LN2).clamp_min(0),
+                 "top_ids": top.indices, "top_probs": (top.values - lse.unsqueeze(-1)).exp()}
         if target_ids is not None:
             idx = target_ids.to(logits.device)[None, :, None, :].expand(logits.shape[0], -1, slots, -1)
             target_logits = logits.gather(-1, idx)
-            out["target_probs"].append((target_logits - lse.unsqueeze(-1)).exp())
-            out["target_ranks"].append(
-                torch.stack([(logits > target_logits[..., t : t + 1]).sum(-1) for t in range(idx.shape[-1])], -1) + 1
-            )
+            chunk["target_probs"] = (target_logits - lse.unsqueeze(-1)).exp()
+            chunk["target_ranks"] = torch.stack(
+                [(logits > target_logits[..., t : t + 1]).sum(-1) for t in range(idx.shape[-1])], -1) + 1
         if set_index is not None:
             p_scale = 1.0 / total  # p = e / total
-            mass = torch.stack(
+            chunk["set_probs"] = torch.stack(
                 [
                     torch.stack(
                         [e[:, row, :, ids.to(e.device)].sum(-1) * p_scale[:, row] if len(ids)
@@ -335,8 +347,11 @@ def _decode_all(handle, residual, top_k, targets, token_sets, energy) -> dict:
                 ],
                 dim=1,
             )
-            out["set_probs"].append(mass)
+        chunks.append(chunk)
         del logits, e
+    for chunk in chunks[1:] + chunks[:1]:  # back in layer order: the last layer's chunk goes last
+        for key, value in chunk.items():
+            out[key].append(value)
     result = {k: (torch.cat(v).cpu().numpy() if v else None) for k, v in out.items()}
     result["energy"] = energy_of(handle, residual).numpy() if energy else None
     return result
