@@ -22,7 +22,8 @@ st.markdown(
 
 handle = current_model()
 METHOD_LABELS = {
-    "both": "attribution for every head, then exact ablation of the top-k",
+    "auto": "exact ablation of every head when affordable, else attribution + exact checks",
+    "both": "attribution for every head, then exact ablation of its top-k and k random others",
     "ablation": "exact ablation of every head and MLP",
     "attribution": "attribution patching only (fastest)",
 }
@@ -49,7 +50,8 @@ with st.form("seq"):
                            format_func={"mean": "mean (corrupted)", "zero": "zero", "resample": "resampled"}.get)
     method = left.selectbox("Method", list(METHOD_LABELS), format_func=METHOD_LABELS.get)
     n = middle.slider("Prompt pairs", 1, 32, 8)
-    top_k = right.slider("Top-k confirmed exactly", 1, 32, 12, help="used by the first method")
+    top_k = right.slider("Top-k confirmed exactly", 1, 32, 12,
+                         help="when attribution picks the heads to confirm: its top-k, and k others drawn at random")
     length = left.slider("Members shown", 2, 8, 4)
     seed = middle.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1)
     first_token = right.checkbox("Score multi-token answers by their first token",
@@ -82,11 +84,23 @@ st.caption(f"Prompts: {prompts.summary()}; {prompts.n_tokens} tokens each.")
 cols = st.columns(4)
 cols[0].metric("Full logit difference", f"{main.full_logit_diff:.3f}")
 cols[1].metric("Prompt pairs", main.n_prompts)
-best = (result.exact or main).heads.sort_values("change").iloc[0]  # exact where it was measured
+best = result.best_head()  # measured exactly wherever exact ablation ran
 cols[2].metric("Most important head", best["component"], f"{best['pct_of_full']:.0f}% of full left", delta_color="off", delta_arrow="off")
 if result.spearman_heads is not None:
     cols[3].metric("Spearman ρ (heads)", f"{result.spearman_heads:.2f}",
-                   help="Spearman ρ between attribution estimates and exact ablation, over the heads both cover")
+                   help="Spearman ρ between attribution estimates and exact ablation, over every head measured "
+                        "exactly")
+if result.method == "both" and result.exact_estimate_s is not None:
+    unconfirmed = result.unconfirmed_heads
+    if unconfirmed:
+        st.warning(f"Exact ablation of every head would take about {result.exact_estimate_s:.0f} s here, so "
+                   f"attribution patching ranked the heads and exact ablation checked {len(result.exact.heads)} of "
+                   f"them (its top-{top_k} and as many at random). **{len(unconfirmed)} heads are estimates only**, "
+                   f"and attribution misses saturated heads: " + ", ".join(unconfirmed[:12])
+                   + (" …" if len(unconfirmed) > 12 else ""))
+    else:
+        st.caption(f"Every head and MLP was ablated exactly (estimated {result.exact_estimate_s:.0f} s on this "
+                   "model); attribution patching is shown beside it for comparison.")
 with st.expander("The prompts"):
     st.dataframe(prompts.frame().round(3), width="stretch", hide_index=True)
 

@@ -36,6 +36,9 @@ from core.tokens import token_str
 Progress = Callable[[float, str], None]
 TEMPLATES = ("bare", "sentence")
 METHODS = ("ablation", "attribution")
+# "auto" (the page's default): exact ablation of every component when its estimated cost fits this budget
+# (from this model's measured speed on these prompts), else attribution + exact checks.
+EXACT_BUDGET_S = 60.0
 MAX_CHECKED = 64  # candidate prompts run through the model when filtering
 NUMBERS = tuple(str(i) for i in range(0, 101))  # members of the numeric tasks
 NUMBER_WORDS = ("one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
@@ -511,15 +514,23 @@ class Prepared:
     run: iv.CleanRun
     values: iv.Activations
     answers: torch.Tensor
+    clean_seconds: float = 0.0  # one recorded forward pass of the clean prompts: the unit of exact cost
+
+    def exact_cost_s(self, handle: ModelHandle, components: Sequence[Component]) -> float:
+        """Estimated seconds to ablate each component exactly: every variant resumes at its layer, so it
+        costs the part of a forward pass from there on."""
+        return self.clean_seconds * sum((handle.n_layers - c.layer) / handle.n_layers for c in components)
 
 
 def prepare(handle: ModelHandle, prompts: PromptSet, ablation: str, seed: int = 0) -> Prepared:
     """Run the clean prompts (recorded) and the corrupted ones (their activations give the replacement values)."""
     batch = handle.encode(prompts.clean)
+    started = time.perf_counter()
     run = iv.record(handle, batch)
+    clean_seconds = time.perf_counter() - started
     corrupt = iv.capture(handle, handle.encode(prompts.corrupt))
     values = iv.replacement(ablation, corrupt, len(prompts.pairs), seed)
-    return Prepared(prompts, batch, run, values, prompts.answer_ids())
+    return Prepared(prompts, batch, run, values, prompts.answer_ids(), clean_seconds)
 
 
 def mean_logit_diffs(handle: ModelHandle, prep: Prepared, finals: torch.Tensor) -> np.ndarray:
@@ -570,8 +581,12 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float:
 class SeqResult:
     """What the page's main run returns: the prompts and one or both sweeps.
 
-    With both methods, ``exact`` may cover only the ``top_k`` heads attribution ranked highest;
-    ``spearman_heads`` is the rank correlation of the two over the heads both cover.
+    ``exact`` covers every head and MLP, or (when exact ablation of all was too slow, or ``top_k`` was
+    asked for) the ``top_k`` heads and MLPs attribution ranked highest plus as many others drawn at
+    random by the seed; ``spearman_heads`` is the rank correlation of the two methods over every head
+    measured exactly, so it is never computed only on heads the estimate picked itself.
+    ``exact_estimate_s`` is the estimated cost of exact ablation of every component; ``method`` says
+    which method ran ("ablation", "attribution" or "both").
     """
 
     prompts: PromptSet
@@ -579,12 +594,29 @@ class SeqResult:
     attribution: SweepResult | None
     spearman_heads: float | None = None
     spearman_mlps: float | None = None
+    method: str = "ablation"
+    exact_estimate_s: float | None = None
+
+    @property
+    def exact_is_complete(self) -> bool:
+        return self.exact is not None and (self.attribution is None or len(self.exact.heads) == len(self.attribution.heads))
 
     @property
     def main(self) -> SweepResult:
-        if self.exact is not None and (self.attribution is None or len(self.exact.heads) == len(self.attribution.heads)):
-            return self.exact
-        return self.attribution
+        return self.exact if self.exact_is_complete else self.attribution
+
+    @property
+    def unconfirmed_heads(self) -> list[str]:
+        """Heads only attribution estimated (empty when exact ablation covered every head)."""
+        if self.attribution is None:
+            return []
+        exact = set() if self.exact is None else set(self.exact.heads["component"])
+        ranked = self.attribution.heads.sort_values("change")["component"]
+        return [c for c in ranked if c not in exact]
+
+    def best_head(self) -> pd.Series:
+        """The head whose removal lowers the metric most, measured exactly wherever exact ablation ran."""
+        return (self.exact or self.attribution).heads.sort_values("change").iloc[0]
 
     def comparison(self) -> pd.DataFrame:
         """Heads both methods cover. Columns: layer, head, component, exact_change, attribution_change,
@@ -598,29 +630,51 @@ class SeqResult:
                                       "pct_of_full_exact": "exact_pct", "pct_of_full_attribution": "attribution_pct"})
 
 
+def _checked_by_attribution(attribution: SweepResult, top_k: int, seed: int) -> list[Component]:
+    """The ``top_k`` heads and MLPs attribution ranks highest, plus as many others drawn at random (seeded),
+    so that the comparison of the two methods also covers heads the estimate did not pick."""
+    chosen = []
+    for frame, is_mlp in ((attribution.heads, False), (attribution.mlps, True)):
+        order = frame.sort_values("change")
+        top, rest = order.iloc[:top_k], order.iloc[top_k:]
+        sample = rest.sample(n=min(top_k, len(rest)), random_state=seed) if len(rest) else rest
+        for r in pd.concat([top, sample]).itertuples():
+            chosen.append(Component(int(r.layer)) if is_mlp else Component(int(r.layer), int(r.head)))
+    return chosen
+
+
 def run_sweep(handle: ModelHandle, settings: SeqSettings, method: str = "ablation", top_k: int | None = None,
-              progress: Progress | None = None) -> SeqResult:
-    """Build the prompts and run ``method``: "ablation" (exact, every head and MLP), "attribution",
-    or "both" (attribution for all; exact for all, or for the ``top_k`` heads and ``top_k`` MLPs that
-    attribution ranks highest)."""
-    if method not in (*METHODS, "both"):
-        raise UserError(f"unknown method '{method}': choose ablation, attribution or both")
+              progress: Progress | None = None, budget_s: float = EXACT_BUDGET_S) -> SeqResult:
+    """Build the prompts and run ``method``:
+
+    - "ablation": exact, every head and MLP; "attribution": the estimate only;
+    - "both": attribution for all, and exact ablation of all (``top_k`` None) or of the ``top_k`` heads and
+      MLPs attribution ranks highest plus ``top_k`` random others;
+    - "auto": attribution, then exact ablation of every component when its estimated cost (from this
+      model's measured speed on these prompts) is at most ``budget_s`` seconds, else as "both" with ``top_k``.
+    """
+    if method not in (*METHODS, "both", "auto"):
+        raise UserError(f"unknown method '{method}': choose ablation, attribution, both or auto")
     report = _part(progress, 0, 1)
     report(0.0, "building prompts")
     prompts = build_prompts(handle, settings)
     report(0.1, f"{len(prompts.pairs)} prompt pairs; clean and corrupted runs")
     prep = prepare(handle, prompts, settings.ablation, settings.seed)
+    every = iv.heads(handle) + iv.mlps(handle)
+    estimate = prep.exact_cost_s(handle, every)
     attribution = exact = None
-    if method in ("attribution", "both"):
+    if method in ("attribution", "both", "auto"):
         report(0.15, "attribution patching: one forward and one backward pass")
         attribution = attribution_sweep(handle, prep, settings.ablation)
-    if method in ("ablation", "both"):
-        components = iv.heads(handle) + iv.mlps(handle)
-        if method == "both" and top_k:  # confirm the heads and MLPs attribution ranks highest
-            components = [Component(int(r.layer), int(r.head)) for r in attribution.heads.nsmallest(top_k, "change").itertuples()]
-            components += [Component(int(r.layer)) for r in attribution.mlps.nsmallest(top_k, "change").itertuples()]
+    ran = "both" if method == "auto" else method
+    if method in ("ablation", "both", "auto"):
+        components = every
+        partial = (method == "both" and top_k) or (method == "auto" and estimate > budget_s)
+        if partial:
+            components = _checked_by_attribution(attribution, int(top_k or 12), settings.seed)
+        report(0.2, f"exact ablation of {len(components)} components (estimated {prep.exact_cost_s(handle, components):.0f} s)")
         exact = exact_sweep(handle, prep, components, settings.ablation, progress=_part(progress, 0.2, 1.0))
-    result = SeqResult(prompts, exact, attribution)
+    result = SeqResult(prompts, exact, attribution, method=ran, exact_estimate_s=estimate)
     if exact is not None and attribution is not None:
         both = result.comparison()
         result.spearman_heads = spearman(both["exact_change"], both["attribution_change"])

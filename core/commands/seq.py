@@ -18,8 +18,9 @@ def add_arguments(parser) -> None:
                         help="bare sequence ('1 2 3 4 ') or inside sentences ('John was born in 1. …')")
     parser.add_argument("--ablation", default="mean", choices=ABLATIONS,
                         help="value an ablated component takes: mean over corrupted prompts (default), zero, or a resampled corrupted prompt's")
-    parser.add_argument("--method", default="ablation", choices=METHODS,
-                        help="exact ablation of every component (default) or attribution patching (one forward/backward pair)")
+    parser.add_argument("--method", default="ablation", choices=[*METHODS, "both"],
+                        help="exact ablation of every component (default), attribution patching (one forward/backward "
+                             "pair), or both (the JSON is the exact sweep's)")
     parser.add_argument("--n", type=int, default=8, help="prompt pairs (default 8)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--length", type=int, default=4, help="members shown before the answer (default 4)")

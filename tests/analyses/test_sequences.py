@@ -237,3 +237,33 @@ def test_cli_every_task(gemma, capsys, task):
 def test_cli_bad_input(capsys):
     assert main(["seq", "--task", "numerals", "--n", "0", "--json"]) == 2
     assert "between 1 and 256" in capsys.readouterr().err
+
+
+def test_default_run_headlines_the_head_exact_ablation_finds(gemma):
+    """The page's default ("auto") ablates every head exactly when that is cheap: on the default model its
+    headline is exact ablation's most important head, and ρ covers all 72 heads, not a subset attribution chose."""
+    result = sq.run_sweep(gemma, sq.SeqSettings(), method="auto", top_k=12)
+    assert result.exact_estimate_s < sq.EXACT_BUDGET_S and result.exact_is_complete
+    assert len(result.exact.heads) == 72 and result.unconfirmed_heads == []
+    exact_best = result.exact.heads.sort_values("change").iloc[0]
+    assert result.best_head()["component"] == exact_best["component"] == "L12H0"
+    assert exact_best["pct_of_full"] < 10  # removing it leaves almost nothing of the logit difference
+    assert len(result.comparison()) == 72 and -1 <= result.spearman_heads <= 1
+
+
+def test_partial_exact_check_covers_random_heads_too(gemma):
+    """When exact ablation of everything is over budget, attribution's top-k is checked plus k random heads,
+    and the page can name every head left unconfirmed."""
+    result = sq.run_sweep(gemma, sq.SeqSettings(n=2), method="auto", top_k=4, budget_s=0.0)
+    assert not result.exact_is_complete and len(result.exact.heads) == 8
+    top4 = set(result.attribution.heads.nsmallest(4, "change")["component"])
+    assert top4 < set(result.exact.heads["component"])
+    assert len(result.unconfirmed_heads) == 72 - 8 and not top4 & set(result.unconfirmed_heads)
+    assert len(result.comparison()) == 8
+
+
+def test_cli_offers_both_methods(capsys):
+    from core.cli import build_parser
+
+    args = build_parser().parse_args(["seq", "--method", "both"])
+    assert args.method == "both"
