@@ -11,6 +11,9 @@ from core.charts import lens_heatmap, lens_heatmap_frame
 from core.charts.arithmetic import CATEGORY_LABELS, accuracy_bars, layer_probability_chart, to_png, topk_grid
 from core.numerals import SYSTEM_KEYS, SYSTEMS, format_number
 from ui.model import current_model, model_key, run_safely
+from ui.shell import require_shell
+
+require_shell()  # a deep link to a fresh server runs this file alone: go through the app
 
 st.title("🧮 Numerals and arithmetic")
 st.markdown(

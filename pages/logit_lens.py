@@ -6,6 +6,9 @@ from core.charts import layer_curves, lens_heatmap, lens_heatmap_frame
 from core.lens import run_lens
 from core.tokens import visible
 from ui.model import current_model, model_key, run_safely
+from ui.shell import require_shell
+
+require_shell()  # a deep link to a fresh server runs this file alone: go through the app
 
 st.title("🔎 Logit lens")
 st.markdown(

@@ -21,6 +21,9 @@ from core.charts.quanta import (
     similarity_heatmap,
 )
 from ui.model import current_model, model_key, run_safely
+from ui.shell import require_shell
+
+require_shell()  # a deep link to a fresh server runs this file alone: go through the app
 
 st.title("🧩 Quanta")
 st.markdown(

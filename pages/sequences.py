@@ -8,6 +8,9 @@ from core.charts.sequences import (
     attention_heatmap, circuit_heatmap, head_heatmap, method_scatter, mlp_bars, successor_bars, to_png,
 )
 from ui.model import current_model, model_key, run_safely
+from ui.shell import require_shell
+
+require_shell()  # a deep link to a fresh server runs this file alone: go through the app
 
 st.title("🔢 Sequence continuation")
 st.markdown(

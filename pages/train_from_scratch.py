@@ -13,11 +13,14 @@ from core.tinylm.model import POSITIONAL_KINDS, TinyLMConfig
 from core.tinylm.tokenization import DEFAULT_BPE_VOCAB
 from core.tinylm.train import TrainConfig
 from ui.model import extra_choices
+from ui.shell import require_shell
 
 UPLOAD = "upload a text file…"
 DEFAULT_SHAPE, DEFAULT_TRAINING = TinyLMConfig(), TrainConfig()
 
 PAGE_DEFAULT_STEPS = 200
+
+require_shell()  # a deep link to a fresh server runs this file alone: go through the app
 
 st.title("Next-token prediction, from scratch")
 st.write(

@@ -7,6 +7,9 @@ from core.charts.lens import lens_heatmap, lens_heatmap_frame
 from core.charts.translation import chart_png, drill_down_chart, energy_chart, language_curves, slot_label
 from core.wordlist import LANGUAGES, WORDS_CSV, parse_words
 from ui.model import current_model, model_key, run_safely
+from ui.shell import require_shell
+
+require_shell()  # a deep link to a fresh server runs this file alone: go through the app
 
 st.title("🌐 Translation latent language")
 st.markdown(

@@ -1,8 +1,11 @@
-"""The shared model picker: sidebar widgets, the model cached once per process, errors as st.error.
+"""The shared model picker: sidebar widgets, the model loaded once per server, errors as st.error.
 
-Pages call ``current_model()`` and ``run_safely(...)``; they never touch torch. The model
-is loaded with ``st.cache_resource`` (one copy per server process, shared by every session);
-inference on it is serialized by the handle's lock inside ``core``.
+Pages call ``current_model()`` and ``run_safely(...)``; they never touch torch. A model is loaded by a
+background job of the server (``core.models.jobs``), not inside the script run of the visitor who
+asked first: that visitor may leave, every session asking for the same model waits on the same job
+and sees its progress, and the handle is shared by every session; inference on it is serialized by
+the handle's lock inside ``core``. (A ``st.cache_resource`` function with a progress bar written from
+inside it broke every later session: Streamlit cannot replay an element created outside the function.)
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ import streamlit as st
 
 from core.errors import UserError
 from core.models import DEFAULT_MODEL, DEVICES, DTYPES, QUANTIZATIONS, LoadOptions, ModelHandle, embedded_models, load_model
+from core.models.jobs import LoadJob, ModelLoads
 
 log = logging.getLogger("layerscope")
 CUSTOM = "other (folder, .gguf file or hub id)…"
-_LOAD_LOCK = threading.Lock()  # one model load at a time: two sessions asking together load it once
+LOADS = ModelLoads(max_models=int(os.environ.get("LAYERSCOPE_MAX_MODELS", "2")))  # one per server process
+_LOAD_LOCK = threading.Lock()  # one model load at a time: two different models never load at once
 
 
 def offered_models() -> list[str] | None:
@@ -32,10 +37,23 @@ def extra_choices() -> list[str]:
     return st.session_state.setdefault("extra_models", [])
 
 
-@st.cache_resource(show_spinner=False, max_entries=int(os.environ.get("LAYERSCOPE_MAX_MODELS", "2")))
-def _load(spec: str, dtype: str, quantization: str, device: str, trust_remote_code: bool, _progress=None) -> ModelHandle:
-    with _LOAD_LOCK:
-        return load_model(spec, LoadOptions(dtype, quantization, device, trust_remote_code), progress=_progress)
+def _request(spec: str, dtype: str, quantization: str, device: str, trust_remote_code: bool) -> tuple[LoadJob, bool]:
+    """The server's load job for this model (started now unless running or done)."""
+    options = LoadOptions(dtype, quantization, device, trust_remote_code)
+
+    def load(progress):
+        with _LOAD_LOCK:
+            return load_model(spec, options, progress=progress)  # looked up at call time (tests wrap it)
+
+    return LOADS.request((spec, options), load)
+
+
+def _load(spec: str, dtype: str, quantization: str, device: str, trust_remote_code: bool) -> ModelHandle:
+    """The loaded model, waiting for its job (for code that needs the handle without a page)."""
+    return _request(spec, dtype, quantization, device, trust_remote_code)[0].result()
+
+
+_load.clear = LOADS.clear  # tests empty the server's models with ui.model._load.clear()
 
 
 def sidebar() -> None:
@@ -81,21 +99,21 @@ def current_model() -> ModelHandle:
         st.stop()
     # A server with a fixed model list never runs model code: the checkbox is hidden and its state ignored.
     trust_remote_code = fixed is None and bool(s.get("model_trust_remote_code", False))
+    job, started_here = _request(spec, s.get("model_dtype", "auto"), s.get("model_quantization", "none"),
+                                 s.get("model_device", "auto"), trust_remote_code)
     placeholder = st.empty()
-
-    def progress(fraction: float, message: str) -> None:
-        placeholder.progress(min(max(fraction, 0.0), 1.0), text=message)
-
+    if not job.wait(0.2):
+        who = "" if started_here else " (asked for by another session first)"
+        while not job.wait(0.5):
+            placeholder.progress(job.fraction, text=f"Loading {spec}{who}: {job.message} · {job.seconds:.0f} s. "
+                                 "It runs on the server: leaving this page does not stop it.")
     try:
-        with st.spinner(f"Loading {spec}…"):
-            handle = _load(spec, s.get("model_dtype", "auto"), s.get("model_quantization", "none"),
-                           s.get("model_device", "auto"), trust_remote_code, _progress=progress)
+        handle = job.result()
     except UserError as err:
         placeholder.empty()
         st.error(f"Could not load the model: {err}")
         st.stop()
     except Exception as err:  # noqa: BLE001 - a load failure must not put a traceback on screen
-        log.exception("model load failed")
         placeholder.empty()
         st.error(f"Could not load the model '{spec}': {type(err).__name__}: {err}")
         st.stop()

@@ -8,6 +8,7 @@ Screenshots and the server's log go to artifacts/ (git-ignored).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -63,19 +64,15 @@ class Server:
         return psutil.Process(self.process.pid).memory_info().rss
 
 
-@pytest.fixture(scope="session")
-def app_server():
+@contextlib.contextmanager
+def launch(env_extra: dict | None = None, log_name: str = "e2e-server.log"):
     """`streamlit run streamlit_app.py` on a free port; yields a Server once /_stcore/health says ok."""
-    # Build the default model's safetensors cache here first (a no-op once built), so the first page
-    # visit waits only for the model to load, not for a one-time GGUF conversion.
-    from core.models.loading import DEFAULT_MODEL, resolve_spec
-
-    resolve_spec(DEFAULT_MODEL)
     ARTIFACTS.mkdir(exist_ok=True)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    log = ARTIFACTS / "e2e-server.log"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    log = ARTIFACTS / log_name
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               **(env_extra or {}))
     command = [
         sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
         "--server.headless", "true", "--server.address", "127.0.0.1", "--server.port", str(port),
@@ -84,6 +81,7 @@ def app_server():
     with log.open("w") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     server = Server(url, process, log)
+    server.started = time.monotonic()
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while not _healthy(url):
@@ -100,6 +98,18 @@ def app_server():
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def app_server():
+    """The server most browser tests share, on the default LAYERSCOPE_HOME."""
+    # Build the default model's safetensors cache here first (a no-op once built), so the first page
+    # visit waits only for the model to load. tests/e2e/test_first_contact.py covers the other case.
+    from core.models.loading import DEFAULT_MODEL, resolve_spec
+
+    resolve_spec(DEFAULT_MODEL)
+    with launch() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -9,12 +9,12 @@ Pages added to PAGES later are covered without editing this file (see app_pages.
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.app_pages import discover
+from tests.e2e.browser import PRIMARY, click_primary, open_page, screenshot, shows_results, summary, wait_until
 from tests.e2e.conftest import CHROMIUM, PAGE_TIMEOUT_S, SCREENSHOTS
 
 if not Path(CHROMIUM).exists():
@@ -25,105 +25,6 @@ if not Path(CHROMIUM).exists():
 pytest.importorskip("playwright", reason="the browser suite needs playwright (pip install -r requirements-dev.txt)")
 
 PAGES = discover()
-PRIMARY = 'button[data-testid="stBaseButton-primary"], button[data-testid="stBaseButton-primaryFormSubmit"]'
-
-# What the page shows right now: visible charts with their drawn marks, visible tables with their
-# row counts, error texts, and whether a script run is in progress.
-STATE_JS = """() => {
-  const main = document.querySelector('[data-testid="stMain"]');
-  const within = (s) => main ? Array.from(main.querySelectorAll(s)) : [];
-  const shown = (e) => { const r = e.getBoundingClientRect(); return r.width > 0 && r.height > 0; };
-  const charts = within('[data-testid="stVegaLiteChart"]').map((c) => {
-    const svg = c.querySelector('svg.marks'), canvas = c.querySelector('canvas');
-    const surface = svg || canvas;
-    return {
-      shown: !!surface && shown(surface),
-      renderer: svg ? 'svg' : (canvas ? 'canvas' : 'none'),
-      marks: svg ? svg.querySelectorAll('.role-mark > *').length : -1,
-      labels: svg ? Array.from(svg.querySelectorAll('text')).map((t) => t.textContent) : [],
-    };
-  });
-  const tables = within('[data-testid="stDataFrame"], [data-testid="stTable"]').filter(shown).map((t) => {
-    const grid = t.querySelector('[role="grid"]');
-    const rows = grid ? Number(grid.getAttribute('aria-rowcount') || 0) - 1 : t.querySelectorAll('tbody tr').length;
-    return {rows: rows};
-  });
-  const errors = Array.from(document.querySelectorAll(
-      '[data-testid="stException"], [data-testid="stAlertContentError"]')).map((e) => e.innerText.slice(0, 600));
-  const warnings = Array.from(document.querySelectorAll('[data-testid="stAlertContentWarning"]')).map((e) => e.innerText);
-  return {
-    title: main && main.querySelector('h1') ? main.querySelector('h1').innerText : null,
-    charts: charts, tables: tables, errors: errors, warnings: warnings,
-    running: !!document.querySelector('[data-testid="stStatusWidget"]'),
-    traceback: document.body.innerText.includes('Traceback (most recent call last)'),
-  };
-}"""
-
-
-def state(page) -> dict:
-    return page.evaluate(STATE_JS)
-
-
-def shows_results(s: dict) -> bool:
-    return any(c["shown"] for c in s["charts"]) and bool(s["tables"])
-
-
-def wait_until(page, done, timeout_s: float, quiet_s: float = 1.5, what: str = "") -> dict:
-    """Poll the page until ``done(state)`` holds with no script running for ``quiet_s``; fail on errors."""
-    deadline = time.monotonic() + timeout_s
-    calm_since = None
-    while True:
-        s = state(page)
-        if s["errors"] or s["traceback"]:
-            raise AssertionError(f"{what}: the page shows an error: {s['errors'] or 'a traceback'}")
-        if done(s) and not s["running"]:
-            calm_since = calm_since or time.monotonic()
-            if time.monotonic() - calm_since >= quiet_s:
-                return s
-        else:
-            calm_since = None
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not done after {timeout_s:.0f} s; last state: {summary(s)}")
-        page.wait_for_timeout(250)
-
-
-def summary(s: dict) -> str:
-    charts = [(c["renderer"], c["marks"]) for c in s["charts"]]
-    return (f"title={s['title']!r} running={s['running']} charts(renderer, marks)={charts} "
-            f"table rows={[t['rows'] for t in s['tables']]} warnings={s['warnings']}")
-
-
-def click_primary(page) -> str | None:
-    """Click the first enabled primary button of the main area (a form's submit or st.button type=primary)."""
-    buttons = page.locator(f'[data-testid="stMain"] :is({PRIMARY})')
-    for i in range(buttons.count()):
-        button = buttons.nth(i)
-        if button.is_visible() and button.is_enabled():
-            label = button.inner_text().strip()
-            button.click()
-            try:  # let the rerun begin, so the old results are not mistaken for the new ones
-                page.wait_for_selector('[data-testid="stStatusWidget"]', timeout=3000)
-            except Exception:  # noqa: BLE001 - a cached rerun can finish before we look
-                pass
-            return label
-    return None
-
-
-def screenshot(page, name: str) -> Path:
-    """The whole main area (it scrolls inside the window, so grow the window to its height first)."""
-    height = page.evaluate('() => document.querySelector(\'[data-testid="stMain"]\')?.scrollHeight || 1000')
-    width = page.viewport_size["width"]
-    page.set_viewport_size({"width": width, "height": int(min(max(1000, height + 40), 12000))})
-    page.wait_for_timeout(800)  # charts re-lay out to the new size
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    return path
-
-
-def open_page(page, base_url: str, app_page) -> dict:
-    page.goto(f"{base_url}/{app_page.url_path}")
-    return wait_until(page, lambda s: s["title"] is not None, PAGE_TIMEOUT_S, what=f"opening {app_page.script}")
 
 
 @pytest.mark.parametrize("app_page", PAGES, ids=[p.name for p in PAGES])
