@@ -1,25 +1,69 @@
 """`python -m core <command> ... --json`: every analysis without a browser.
 
-Each module in ``core/commands`` is one subcommand. It defines ``NAME``, ``HELP``,
-``add_arguments(parser)`` and ``run(args) -> dict``; the dict is printed as JSON.
-``run`` raises ``UserError`` for bad input: printed as one line, exit code 2.
+Each analysis package's ``command.py`` (``core/analyses/<name>/command.py``) is one subcommand. It
+defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> dict`` (the dict is printed as
+JSON), and optionally ``ALIASES`` (older names that keep working). ``run`` raises ``UserError`` for bad
+input: printed as one line, exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
+import importlib.util
 import json
 import os
 import pkgutil
 import sys
 
 from core.errors import UserError
+from core.models import DEFAULT_MODEL, DEVICES, DTYPES, QUANTIZATIONS, LoadOptions, ModelHandle, load_model
+from core.progress import Progress, stderr_printer
+
+
+# -- what every model-using subcommand shares ------------------------------------------------------------
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model spec (default {DEFAULT_MODEL}): an embedded name, a folder, a .gguf file or a hub id")
+    parser.add_argument("--dtype", default="auto", choices=DTYPES)
+    parser.add_argument("--quantization", default="none", choices=QUANTIZATIONS)
+    parser.add_argument("--device", default="auto", choices=DEVICES)
+    parser.add_argument("--trust-remote-code", action="store_true", help="run custom model code from the model's authors (off by default)")
+
+
+def load_from_args(args: argparse.Namespace) -> ModelHandle:
+    """Load (or reuse, within one process) the model the arguments name."""
+    options = LoadOptions(
+        dtype=args.dtype, quantization=args.quantization, device=args.device, trust_remote_code=args.trust_remote_code
+    )
+    return _load(args.model, options)
+
+
+@functools.lru_cache(maxsize=2)
+def _load(spec: str, options: LoadOptions) -> ModelHandle:
+    return load_model(spec, options, progress=stderr_printer())
+
+
+def progress_of(args: argparse.Namespace) -> Progress:
+    """A command's progress on stderr, silent under --json (stdout then holds only the JSON)."""
+    return stderr_printer(not getattr(args, "json", False))
+
+
+# -- the program ------------------------------------------------------------------------------------------
 
 
 def _command_modules():
-    import core.commands as package
+    """Every analysis package's command module, in name order (a package without one has no subcommand)."""
+    import core.analyses as analyses
 
+    for info in sorted(pkgutil.iter_modules(analyses.__path__), key=lambda i: i.name):
+        if info.ispkg and importlib.util.find_spec(f"core.analyses.{info.name}.command") is not None:
+            yield importlib.import_module(f"core.analyses.{info.name}.command")
+    try:  # commands not yet moved into their analysis package
+        import core.commands as package
+    except ImportError:
+        return
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
         if not info.name.startswith("_"):
             yield importlib.import_module(f"core.commands.{info.name}")
@@ -27,7 +71,7 @@ def _command_modules():
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse's own usage errors: one line, exit 2
-        print(f"error: {message} (see `python -m core {self.prog.split()[-1]} --help`)", file=sys.stderr)
+        print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr)
         raise SystemExit(2)
 
 
@@ -35,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m core", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for module in _command_modules():
-        p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP,
+                           aliases=list(getattr(module, "ALIASES", ())))
         p.add_argument("--json", action="store_true", help="print the result as one JSON object")
         module.add_arguments(p)
         p.set_defaults(_run=module.run)

@@ -2,10 +2,11 @@
 
 import streamlit as st
 
+from core.analyses import lens
 from core.charts import layer_curves, lens_heatmap, lens_heatmap_frame
-from core.lens import run_lens
 from core.tokens import visible
 from ui.model import current_model, model_key, run_safely
+from ui.results import downloads
 from ui.shell import require_shell
 
 require_shell()  # a deep link to a fresh server runs this file alone: go through the app
@@ -21,8 +22,8 @@ handle = current_model()
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def lens_of(key: str, prompt: str, top_k: int, _handle):
-    return run_lens(_handle, prompt, positions="all", top_k=top_k)
+def lens_of(key: str, settings: lens.Settings, _handle) -> lens.Result:
+    return lens.run(_handle, settings)
 
 
 with st.form("lens"):
@@ -35,10 +36,11 @@ if not prompt.strip():
     st.stop()
 
 with st.spinner("One forward pass, every layer decoded…"):
-    result = run_safely(lens_of, model_key(), prompt, top_k, handle)
+    result = run_safely(lens_of, model_key(), lens.Settings(prompt=prompt, top_k=top_k), handle).lens
 
 frame = lens_heatmap_frame(result)
-st.altair_chart(lens_heatmap(frame, handle.n_layers), width="stretch")
+heatmap = lens_heatmap(frame, handle.n_layers)
+st.altair_chart(heatmap, width="stretch")
 
 tokens = result.tokens[0]
 position = st.select_slider(
@@ -62,14 +64,11 @@ with left:
     st.dataframe(combined.iloc[::-1], width="stretch", height=min(700, 36 * (len(combined) + 1)))
 with right:
     curves = at_position[at_position["rank"] == 1][["layer", "entropy_bits", "kl_to_final_bits"]]
-    st.altair_chart(
-        layer_curves(curves, ["entropy_bits", "kl_to_final_bits"], "Entropy and KL(final ‖ layer)", "bits"),
-        width="stretch",
-    )
+    curve_chart = layer_curves(curves, ["entropy_bits", "kl_to_final_bits"], "Entropy and KL(final ‖ layer)", "bits")
+    st.altair_chart(curve_chart, width="stretch")
 
-st.download_button(
-    "Download all layers × positions × top-k as CSV",
-    detail.to_csv(index=False).encode("utf-8"),
-    file_name="logit_lens.csv",
-    mime="text/csv",
-)
+st.caption("Downloads: every layer × position × top-k (CSV), the heatmap and the curves (PNG, SVG).")
+left, middle, right = st.columns(3)
+downloads(left, "logit_lens", frame=detail)
+downloads(middle, "logit_lens_heatmap", chart=heatmap)
+downloads(right, "logit_lens_curves", chart=curve_chart)

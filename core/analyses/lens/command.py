@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from core.commands._common import add_model_arguments, load_from_args
-from core.errors import UserError
-from core.lens import run_lens
+from core.analyses.lens.analysis import Settings, run as run_analysis
+from core.cli import add_model_arguments, load_from_args
 
 NAME = "lens"
 HELP = "decode every layer of one prompt at one position (layer 0 = embeddings, n_layers = output)"
@@ -18,14 +17,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> dict:
-    if not args.prompt.strip():
-        raise UserError("the prompt is empty: pass some text with --prompt")
-    handle = load_from_args(args)
-    result = run_lens(handle, args.prompt, positions=[args.position], top_k=args.top_k)
-    return {
-        "model": handle.spec,
-        "n_layers": handle.n_layers,
-        "tokens": result.tokens[0],
-        "position": result.positions[0][0],
-        "layers": result.layers_json(),
-    }
+    settings = Settings(prompt=args.prompt, top_k=args.top_k, position=args.position, all_positions=False)
+    settings.validate()  # before loading the model: bad input fails fast
+    return run_analysis(load_from_args(args), settings).to_json()
