@@ -165,13 +165,14 @@ def test_cli_numbers_out_of_range(gemma, capsys, argv, message):
 def test_cli_out_of_memory_is_one_line(monkeypatch, capsys):
     import torch
 
-    import core.commands.lens
+    import core.analyses.lens.analysis
+    import core.analyses.lens.command
 
     def exhausted(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(core.commands.lens, "load_from_args", lambda args: tiny.handle("llama"))
-    monkeypatch.setattr(core.commands.lens, "run_lens", exhausted)
+    monkeypatch.setattr(core.analyses.lens.command, "load_from_args", lambda args: tiny.handle("llama"))
+    monkeypatch.setattr(core.analyses.lens.analysis, "run_lens", exhausted)
     assert cli(["lens", "--prompt", "one two"]) == 1
     assert "out of memory" in one_line_error(capsys)
 
