@@ -34,6 +34,18 @@ class Adapter:
     attn_out_proj: Callable[[nn.Module], nn.Module]  # its output projection; input = concat of heads
     mlp: Callable[[nn.Module], nn.Module]  # MLP of one layer
     embedding_scale: Callable[[nn.Module], float] = lambda model: 1.0  # factor the forward applies after `embed`
+    # The modules whose outputs the block adds to the residual (default: the attention and the MLP);
+    # Gemma 2/3 add them through post-norms. Output tuples count by their first element.
+    attn_branch_of: Callable[[nn.Module], nn.Module] | None = None
+    mlp_branch_of: Callable[[nn.Module], nn.Module] | None = None
+
+    def attn_branch(self, layer: nn.Module) -> nn.Module:
+        """The module whose output is what the attention adds to the residual stream in ``layer``."""
+        return (self.attn_branch_of or self.attention)(layer)
+
+    def mlp_branch(self, layer: nn.Module) -> nn.Module:
+        """The module whose output is what the MLP adds to the residual stream in ``layer``."""
+        return (self.mlp_branch_of or self.mlp)(layer)
 
     def run_body(self, model: nn.Module, **inputs):
         """The decoder stack without the unembedding (inputs: input_ids, attention_mask, position_ids)."""
@@ -88,6 +100,12 @@ ADAPTERS: tuple[Adapter, ...] = (
         embedding_scale=lambda m: 1.0
         if hasattr(m.model.embed_tokens, "embed_scale")
         else float(m.config.hidden_size) ** 0.5,
+        # Gemma 2/3: residual + post_attention_layernorm(attn), then + post_feedforward_layernorm(mlp);
+        # Gemma 1's post_attention_layernorm is the MLP's pre-norm, as in Llama.
+        attn_branch_of=lambda layer: layer.post_attention_layernorm
+        if hasattr(layer, "pre_feedforward_layernorm") else layer.self_attn,
+        mlp_branch_of=lambda layer: layer.post_feedforward_layernorm
+        if hasattr(layer, "post_feedforward_layernorm") else layer.mlp,
     ),
     Adapter(
         family="gpt2",

@@ -149,16 +149,20 @@ class ModelHandle:
         """Where input ids go (the embedding's device when a model is spread over GPUs)."""
         return self.adapter.embed(self.model).weight.device
 
-    def residuals(self, batch: Batch, index: torch.Tensor | None = None) -> torch.Tensor:
+    def residuals(self, batch: Batch, index: torch.Tensor | None = None, sublayer: bool = False) -> torch.Tensor:
         """The residual stream after every layer, from ONE forward pass.
 
         ``index`` is [batch, n_pos] padded-position indices to keep (None keeps all).
         Returns Float[Tensor, "layer batch pos d_model"] with layer 0 = the embeddings as the
         first block sees them and layer n_layers = the output of the last block (before the
-        final norm). The unembedding is never run here.
+        final norm). With ``sublayer``, 2·n_layers + 1 rows: the embeddings, then for each block the
+        residual after its attention (block input + what the attention adds) and after its MLP (the
+        block's output, so the last row is the same as without ``sublayer``). The unembedding is never run.
         """
         layers = self.adapter.layers(self.model)
-        captured: list[torch.Tensor | None] = [None] * (len(layers) + 1)
+        per_block = 2 if sublayer else 1
+        captured: list[torch.Tensor | None] = [None] * (per_block * len(layers) + 1)
+        block_inputs: list[torch.Tensor | None] = [None] * len(layers)
 
         def keep(hidden: torch.Tensor) -> torch.Tensor:
             if index is None:
@@ -166,22 +170,40 @@ class ModelHandle:
             gather = index.to(hidden.device).unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
             return hidden.detach().gather(1, gather)
 
-        def before_first(module, args, kwargs):
-            hidden = args[0] if args else kwargs["hidden_states"]
-            captured[0] = keep(hidden)
+        def first(output):
+            return output[0] if isinstance(output, tuple) else output
+
+        def before(i):
+            def hook(module, args, kwargs):
+                hidden = args[0] if args else kwargs["hidden_states"]
+                if i == 0:
+                    captured[0] = keep(hidden)
+                if sublayer:
+                    block_inputs[i] = hidden.detach()
+            return hook
 
         def after(i):
             def hook(module, args, output):
-                hidden = output[0] if isinstance(output, tuple) else output
-                captured[i + 1] = keep(hidden)
+                captured[per_block * (i + 1)] = keep(first(output))
+
+            return hook
+
+        def after_attention(i):
+            def hook(module, args, output):
+                captured[2 * i + 1] = keep(block_inputs[i] + first(output).to(block_inputs[i].device))
 
             return hook
 
         # Hooks are global to the shared model: register them under the lock too, or another
         # session's forward pass would run them (and this one's would capture theirs).
         with self.lock:
-            handles = [layers[0].register_forward_pre_hook(before_first, with_kwargs=True)]
-            handles += [layer.register_forward_hook(after(i)) for i, layer in enumerate(layers)]
+            handles = []
+            for i, layer in enumerate(layers):
+                if i == 0 or sublayer:
+                    handles.append(layer.register_forward_pre_hook(before(i), with_kwargs=True))
+                handles.append(layer.register_forward_hook(after(i)))
+                if sublayer:
+                    handles.append(self.adapter.attn_branch(layer).register_forward_hook(after_attention(i)))
             try:
                 with torch.inference_mode():
                     self.run_body(batch)
