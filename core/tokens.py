@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from core.errors import UserError
+
 _BYTE_PIECE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
 
 
@@ -106,3 +108,31 @@ def first_char_tokens(tokenizer, word: str) -> list[int]:
         if word[0] in tokenizer.decode(ids[:end], clean_up_tokenization_spaces=False):
             return ids[:end]
     return ids[:1]
+
+
+def single_token(tokenizer, text: str, vocab_size: int | None = None, what: str = "token") -> int:
+    """The one token id ``text`` names: its tokenization when that is one token, or ``#1234`` for an id.
+
+    ``" Paris"`` and ``"Paris"`` are different tokens in most vocabularies; a lone ``▁`` that Llama-style
+    tokenizers write before a word or digit is dropped (``"4"`` is ``▁``, ``4`` in Llama-2). A text that
+    splits into several tokens, or that the vocabulary does not hold (it becomes the unknown token), is a
+    ``UserError`` naming the pieces; ``what`` ("target") names the input in that message.
+    """
+    if not text:
+        raise UserError(f"the {what} token is empty: give one token, e.g. ' Paris'")
+    if re.fullmatch(r"#\d+", text):
+        token_id, size = int(text[1:]), vocab_size or len(tokenizer)
+        if token_id >= size:
+            raise UserError(f"the {what} id {token_id} is outside the vocabulary (0..{size - 1})")
+        return token_id
+    ids = _ids(tokenizer, text)
+    while len(ids) > 1 and _is_blank(tokenizer, ids[0]):
+        ids = ids[1:]
+    unk = tokenizer.unk_token_id
+    if not ids or (ids == [unk] and text != tokenizer.unk_token):
+        raise UserError(f"the {what} '{text}' is not in the vocabulary: give a token the model knows")
+    if len(ids) > 1:
+        pieces = ", ".join(f"'{token_str(tokenizer, t)}'" for t in ids)
+        raise UserError(f"the {what} '{text}' is {len(ids)} tokens ({pieces}), not one: give a single token, "
+                        f"e.g. '{token_str(tokenizer, ids[0])}', or an id as #1234")
+    return ids[0]
