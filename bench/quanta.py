@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -69,7 +70,7 @@ def main() -> None:
 
     import torch
 
-    from core.analyses.quanta import QuantaSettings, run_quanta
+    from core.analyses import quanta
     from core.models import load_model
 
     print(f"conditions: {os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads, "
@@ -78,20 +79,19 @@ def main() -> None:
         started = time.monotonic()
         handle = load_model(args.model)
         print(f"model {args.model} loaded in {time.monotonic() - started:.1f} s")
-        settings = QuantaSettings(tokens=args.tokens, n_clusters=args.clusters, max_length=args.max_length)
+        settings = quanta.Settings(tokens=args.tokens, n_clusters=args.clusters, max_length=args.max_length)
 
         def progress(fraction: float, message: str) -> None:
             memory.stage = message.split(":")[0]
 
         memory.stage = "losses"
-        first = run_quanta(handle, settings, progress=progress)
+        first = quanta.run(handle, settings, progress)
         memory.stage = "reclustering"
         started = time.monotonic()
-        again = run_quanta(handle, settings)
+        again = quanta.run(handle, settings)
         recluster_same = time.monotonic() - started
         started = time.monotonic()
-        other = run_quanta(handle, QuantaSettings(tokens=args.tokens, n_clusters=args.clusters + 10,
-                                                  max_length=args.max_length))
+        other = quanta.run(handle, replace(settings, n_clusters=args.clusters + 10))
         recluster_other = time.monotonic() - started
 
     t = first.timings

@@ -1,26 +1,22 @@
 """Page: quanta discovery, clustering the tokens a model predicts well by the gradients they induce."""
 
+from dataclasses import replace
+
 import streamlit as st
 
-from core.analyses.quanta import (
-    INDUCTION_FILTERS,
-    PARAMETER_SUBSETS,
-    QuantaSettings,
-    corpus_from_bytes,
-    corpus_names,
-    describe_corpus,
-    load_corpus,
-    run_quanta,
-)
-from core.analyses.quanta.export import SAMPLE_CSS, cluster_title, export_html, sample_html, tokens_csv
-from core.charts.quanta import (
+from core.analyses import quanta
+from core.analyses.quanta import INDUCTION_FILTERS, PARAMETER_SUBSETS, corpus_from_bytes, corpus_names, describe_corpus
+from core.analyses.quanta.charts import (
     loss_histogram,
     loss_histogram_frame,
     rank_frequency_chart,
     rank_frequency_frame,
     similarity_heatmap,
 )
+from core.analyses.quanta.export import cluster_title, export_html, samples_html
+from core.export import csv_bytes
 from ui.model import current_model, model_key, run_safely
+from ui.results import downloads, keep_result, run_with_progress, stored_result
 from ui.shell import require_shell
 
 require_shell()  # a deep link to a fresh server runs this file alone: go through the app
@@ -62,35 +58,27 @@ with st.form("quanta"):
         seed = st.number_input("Seed (sampling and clustering)", 0, 2**31 - 1, 0)
     submitted = st.form_submit_button("Find quanta", type="primary")
 
-settings = QuantaSettings(
-    corpus=corpus_choice if corpus_choice != UPLOAD else "upload",
+settings = quanta.Settings(
+    corpus=corpus_choice if corpus_choice != UPLOAD else "upload",  # the upload's documents replace it when run
     max_length=int(max_length), tokens=int(tokens), loss_threshold=float(threshold), unit=unit,
     induction=induction, documents=int(documents) or None, params=params, proj_dim=int(proj_dim),
     n_clusters=int(n_clusters), seed=int(seed),
 )
-run_key = (model_key(), settings, upload.file_id if upload is not None and corpus_choice == UPLOAD else None)
+request = (model_key(), settings, upload.file_id if upload is not None and corpus_choice == UPLOAD else None)
 
 if submitted:
     if corpus_choice == UPLOAD and upload is None:
         st.warning("Choose a .txt or .jsonl file to upload, or pick the shipped corpus.")
         st.stop()
-    corpus = run_safely(corpus_from_bytes, upload.name, upload.getvalue()) if corpus_choice == UPLOAD else run_safely(
-        load_corpus, corpus_choice
-    )
-    bar = st.progress(0.0, text="Starting…")
-    result = run_safely(run_quanta, handle, settings, corpus=corpus,
-                        progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m))
-    bar.empty()
-    st.session_state["quanta_result"] = (run_key, result)
+    run_safely(settings.validate)
+    documents = run_safely(corpus_from_bytes, upload.name, upload.getvalue()) if corpus_choice == UPLOAD else corpus_choice
+    keep_result("quanta", request, run_with_progress(quanta.run, handle, replace(settings, corpus=documents)))
     st.session_state["quanta_cluster"] = 0
 
-stored = st.session_state.get("quanta_result")
-if stored is None:
+result = stored_result("quanta", request, button="Find quanta")
+if result is None:
     st.info("Set the options and press **Find quanta**. The defaults take well under a minute on a laptop CPU.")
     st.stop()
-key, result = stored
-if key != run_key:
-    st.caption("The options changed since these results were computed: press **Find quanta** to update them.")
 
 s = result.settings
 cols = st.columns(6)
@@ -109,8 +97,9 @@ st.caption(
 for note in result.notes:
     st.warning(note)
 
-st.altair_chart(loss_histogram(loss_histogram_frame(result.losses_nats, s.unit), s.loss_threshold, s.unit),
-                width="stretch")
+histogram_frame = loss_histogram_frame(result.losses_nats, s.unit)
+histogram = loss_histogram(histogram_frame, s.loss_threshold, s.unit)
+st.altair_chart(histogram, width="stretch")
 
 # -- the cluster browser ----------------------------------------------------------------------------
 st.subheader("Clusters")
@@ -136,25 +125,29 @@ st.markdown(
     + " · ".join(f"`{a.replace(chr(10), '⏎') or '∅'}` ×{k}" for a, k in cluster.top_answers)
     + ". Documents: " + ", ".join(f"{k} ({m})" for k, m in cluster.kinds)
 )
-samples = result.examples(cluster, 30)
-st.html(f"<style>{SAMPLE_CSS}</style>" + "".join(
-    f'<div class="sample">{sample_html(r.context, r.answer, r.after)}</div>' for r in samples.itertuples()
-))
+st.html(samples_html(result, cluster, 30))
 
+frames = result.frames()
 left, right = st.columns(2)
 with left:
-    sizes = [c.size for c in result.clusters]
-    st.altair_chart(rank_frequency_chart(rank_frequency_frame(sizes, result.rank_frequency_slope),
-                                         result.rank_frequency_slope), width="stretch")
+    sizes_frame = rank_frequency_frame([c.size for c in result.clusters], result.rank_frequency_slope)
+    sizes_chart = rank_frequency_chart(sizes_frame, result.rank_frequency_slope)
+    st.altair_chart(sizes_chart, width="stretch")
 with right:
-    st.altair_chart(similarity_heatmap(result.heatmap_frame()), width="stretch")
+    similarity_chart = similarity_heatmap(frames["similarity"])
+    st.altair_chart(similarity_chart, width="stretch")
 
-st.dataframe(result.cluster_table(), width="stretch", hide_index=True)
+st.dataframe(frames["clusters"], width="stretch", hide_index=True)
 
 d1, d2, d3 = st.columns(3)
 d1.download_button("Download all clusters as HTML", export_html(result).encode("utf-8"),
                    file_name="quanta.html", mime="text/html")
-d2.download_button("Download tokens as CSV", tokens_csv(result).encode("utf-8"), file_name="quanta_tokens.csv",
+d2.download_button("Download tokens as CSV", csv_bytes(frames["tokens"]), file_name="quanta_tokens.csv", mime="text/csv")
+d3.download_button("Download clusters as CSV", csv_bytes(frames["clusters"]), file_name="quanta_clusters.csv",
                    mime="text/csv")
-d3.download_button("Download clusters as CSV", result.cluster_table().to_csv(index=False).encode("utf-8"),
-                   file_name="quanta_clusters.csv", mime="text/csv")
+st.caption("Charts: the data (CSV) and the picture (PNG, SVG) of the loss histogram, the rank-frequency plot and "
+           "the similarity heatmap.")
+c1, c2, c3 = st.columns(3)
+downloads(c1, "quanta_losses", frame=histogram_frame, chart=histogram)
+downloads(c2, "quanta_rank_frequency", frame=sizes_frame, chart=sizes_chart)
+downloads(c3, "quanta_similarity", frame=frames["similarity"], chart=similarity_chart)

@@ -3,17 +3,11 @@
 Modules: ``corpus`` (documents and the canonical index of predictable tokens), ``losses``
 (batched per-token losses, cached), ``gradients`` (per-token gradients sketched on the fly,
 cached), ``clustering`` (cosine similarity, angular affinity, spectral clustering),
-``analysis`` (the pipeline and its result), ``export`` (self-contained HTML and CSV).
+``analysis`` (``Settings`` → ``run`` → ``Result``), ``charts`` (Altair), ``export`` (self-contained
+HTML from ``templates/``, CSV), ``command`` (``python -m core quanta``).
 """
 
-from core.analyses.quanta.analysis import (
-    INDUCTION_FILTERS,
-    UNITS,
-    Cluster,
-    QuantaResult,
-    QuantaSettings,
-    run_quanta,
-)
+from core.analyses.quanta.analysis import INDUCTION_FILTERS, UNITS, Cluster, Result, Settings, run
 from core.analyses.quanta.corpus import DEFAULT_CORPUS, Corpus, corpus_from_bytes, corpus_names, describe_corpus, load_corpus
 from core.analyses.quanta.gradients import PARAMETER_SUBSETS
 
@@ -24,11 +18,11 @@ __all__ = [
     "UNITS",
     "Cluster",
     "Corpus",
-    "QuantaResult",
-    "QuantaSettings",
+    "Result",
+    "Settings",
     "corpus_from_bytes",
     "corpus_names",
     "describe_corpus",
     "load_corpus",
-    "run_quanta",
+    "run",
 ]

@@ -13,17 +13,19 @@ import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
+from core.analyses.base import Settings as BaseSettings
 from core.analyses.quanta.clustering import cluster_order, cosine_similarity, rank_frequency_slope, spectral_clusters
 from core.analyses.quanta.corpus import DEFAULT_CORPUS, Corpus, TokenIndex, build_index, load_corpus
 from core.analyses.quanta.gradients import GradientStore
-from core.analyses.quanta.losses import LossStore
-from core.analyses.quanta.progress import Progress, Stage
+from core.analyses.quanta.losses import LossStore, countdown
 from core.errors import UserError
 from core.models.handle import ModelHandle
+from core.progress import Progress, part
 from core.tokens import token_str
 
 LN2 = math.log(2.0)
@@ -37,8 +39,8 @@ AFTER_TOKENS = 12  # tokens shown (greyed) after it
 
 
 @dataclass(frozen=True)
-class QuantaSettings:
-    corpus: str = DEFAULT_CORPUS  # shipped corpus name or a .txt / .jsonl path (ignored when a Corpus is passed)
+class Settings(BaseSettings):
+    corpus: str | Corpus = DEFAULT_CORPUS  # shipped corpus name, a .txt / .jsonl path, or the documents (an upload)
     max_length: int = 64  # tokens per document (BOS included); documents are cut there
     tokens: int = 300  # cap on the number of low-loss tokens sampled
     loss_threshold: float = 0.5
@@ -68,19 +70,23 @@ class QuantaSettings:
     def threshold_nats(self) -> float:
         return self.loss_threshold * LN2 if self.unit == "bits" else self.loss_threshold
 
+    def documents_to_read(self) -> Corpus:
+        """The corpus itself: ``corpus`` when it holds the documents, else the shipped corpus or file it names."""
+        return self.corpus if isinstance(self.corpus, Corpus) else load_corpus(self.corpus)
+
 
 @dataclass
 class Cluster:
     id: int  # 0 = largest
     size: int
-    members: np.ndarray  # rows of QuantaResult.tokens, most typical first
+    members: np.ndarray  # rows of Result.tokens, most typical first
     top_answers: list[tuple[str, int]]  # most common answer tokens with counts
     mean_loss_nats: float
     kinds: list[tuple[str, int]]  # document kinds of its members, most common first
 
 
 @dataclass
-class QuantaResult:
+class Result:
     """A clustering of low-loss tokens by their gradients.
 
     ``tokens`` has one row per sampled token, in canonical order, with columns: token (index in
@@ -90,7 +96,7 @@ class QuantaResult:
     """
 
     model: str
-    settings: QuantaSettings
+    settings: Settings
     corpus_name: str
     n_documents: int
     n_documents_scored: int
@@ -157,6 +163,14 @@ class QuantaResult:
             ]
         )
 
+    def frames(self) -> dict[str, pd.DataFrame]:
+        """``tokens`` (one row per sampled token, see the class), ``clusters`` (``cluster_table``),
+        ``losses`` (loss_nats, loss_bits of every scored token: the histogram's data), ``similarity``
+        (``heatmap_frame``)."""
+        losses = pd.DataFrame({"loss_nats": self.losses_nats.astype(float), "loss_bits": self.losses_nats / LN2})
+        return {"tokens": self.tokens, "clusters": self.cluster_table(), "losses": losses,
+                "similarity": self.heatmap_frame()}
+
     def heatmap_frame(self, max_side: int = 120) -> pd.DataFrame:
         """Similarity ordered by cluster, averaged over blocks so the side is at most ``max_side``.
 
@@ -206,13 +220,14 @@ def _candidates(losses: np.ndarray, threshold: float, induction: np.ndarray | No
 
 
 def _score_documents(
-    store: LossStore, index: TokenIndex, settings: QuantaSettings, induction: np.ndarray | None, stage: Stage
+    store: LossStore, index: TokenIndex, settings: Settings, induction: np.ndarray | None,
+    counted: Callable[[int, int, str], None],
 ) -> np.ndarray:
     """Score documents in the fixed order; -> the documents used (a prefix of that order)."""
     order = np.random.default_rng(DOCUMENT_ORDER_SEED).permutation(len(index.ids))
     if settings.documents is not None:
         used = order[: settings.documents]
-        store.score(used.tolist(), stage)
+        store.score(used.tolist(), counted)
         return used
     target = POOL_FACTOR * settings.tokens
     per_doc = np.zeros(len(order), dtype=np.int64)
@@ -235,7 +250,7 @@ def _score_documents(
             step = int(min(max(estimate - scored, 4), 256))
         else:
             estimate = step = min(len(order), FIRST_STEP)
-        store.score(order[scored : scored + step].tolist(), stage, done=scored, total=max(estimate, scored + step))
+        store.score(order[scored : scored + step].tolist(), counted, done=scored, total=max(estimate, scored + step))
 
 
 def _clusters(tokens: pd.DataFrame, labels: np.ndarray, similarity: np.ndarray) -> list[Cluster]:
@@ -258,14 +273,12 @@ def _clusters(tokens: pd.DataFrame, labels: np.ndarray, similarity: np.ndarray) 
     return clusters
 
 
-def run_quanta(
-    handle: ModelHandle, settings: QuantaSettings, corpus: Corpus | None = None, progress: Progress | None = None
-) -> QuantaResult:
+def run(handle: ModelHandle, settings: Settings, progress: Progress | None = None) -> Result:
     """Find low-loss tokens, sketch their gradients and cluster them (everything cached on disk)."""
     settings.validate()
     timings: dict[str, float] = {}
     started = time.monotonic()
-    corpus = corpus or load_corpus(settings.corpus)
+    corpus = settings.documents_to_read()
     index = build_index(corpus, handle.tokenizer, settings.max_length)
     n = INDUCTION_FILTERS[settings.induction]
     induction = index.induction_mask(n) if n else None
@@ -276,7 +289,7 @@ def run_quanta(
     store = LossStore(handle, index)
     if store.corrupt:
         notes.append("the loss cache could not be read and was rebuilt")
-    used = _score_documents(store, index, settings, induction, Stage(progress, 0.0, 0.3, "per-token losses"))
+    used = _score_documents(store, index, settings, induction, countdown(part(progress, 0.0, 0.3), "per-token losses"))
     timings["losses"] = time.monotonic() - mark
 
     losses = store.array()
@@ -303,11 +316,11 @@ def run_quanta(
     gradients = GradientStore(handle, index, settings.params, settings.proj_dim)
     if gradients.corrupt_chunks:
         notes.append(f"{gradients.corrupt_chunks} corrupt gradient cache file(s) were dropped and recomputed")
-    stage = Stage(progress, 0.3, 0.95, "per-token gradients")
+    stage = part(progress, 0.3, 0.95)
     cached = len(selected) - len(gradients.missing(selected))
     if cached:
-        stage.note(f"{cached} of {len(selected)} token gradients found in the cache")
-    computed = gradients.compute(selected, stage)
+        stage(0.0, f"per-token gradients: {cached} of {len(selected)} token gradients found in the cache")
+    computed = gradients.compute(selected, countdown(stage, "per-token gradients"))
     timings["gradients"] = time.monotonic() - mark
 
     mark = time.monotonic()
@@ -335,7 +348,7 @@ def run_quanta(
     timings["total"] = time.monotonic() - started
     if progress:
         progress(1.0, f"{len(clusters)} clusters of {len(selected)} tokens")
-    return QuantaResult(
+    return Result(
         model=handle.spec,
         settings=settings,
         corpus_name=corpus.name,

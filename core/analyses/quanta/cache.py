@@ -12,18 +12,18 @@ import hashlib
 import json
 import os
 import tempfile
-import weakref
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from core.cache import PerModel
 from core.models.gguf_cache import cache_home
 from core.models.handle import ModelHandle
 
 FORMAT_VERSION = 1
-_FINGERPRINTS: "weakref.WeakKeyDictionary[torch.nn.Module, str]" = weakref.WeakKeyDictionary()
+_FINGERPRINTS = PerModel()  # one fingerprint per loaded model, gone with it
 
 
 def quanta_home() -> Path:
@@ -36,9 +36,10 @@ def digest(*parts) -> str:
 
 def model_fingerprint(handle: ModelHandle) -> str:
     """Identifies the weights, not just the spec: a few values of every parameter are hashed."""
-    cached = _FINGERPRINTS.get(handle.model)
-    if cached:
-        return cached
+    return _FINGERPRINTS.get(handle.model, "fingerprint", lambda: _fingerprint(handle))
+
+
+def _fingerprint(handle: ModelHandle) -> str:
     h = hashlib.sha256(json.dumps([handle.spec, handle.architecture, handle.dtype, handle.quantization,
                                    handle.n_layers, handle.d_model, handle.vocab_size]).encode())
     with torch.no_grad():
@@ -47,9 +48,7 @@ def model_fingerprint(handle: ModelHandle) -> str:
             h.update(str(tuple(param.shape)).encode())
             sample = param.detach().reshape(-1)[:64]
             h.update(sample.float().cpu().numpy().tobytes() if sample.is_floating_point() else sample.cpu().numpy().tobytes())
-    fingerprint = h.hexdigest()[:16]
-    _FINGERPRINTS[handle.model] = fingerprint
-    return fingerprint
+    return h.hexdigest()[:16]
 
 
 def save_npz(path: Path, key: str, **arrays: np.ndarray) -> None:

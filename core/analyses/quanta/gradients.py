@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -39,7 +40,6 @@ from torch import nn
 from core.analyses.quanta.cache import digest, load_npz, model_fingerprint, quanta_home, save_npz
 from core.analyses.quanta.corpus import TokenIndex
 from core.analyses.quanta.losses import right_padded
-from core.analyses.quanta.progress import Stage
 from core.errors import UserError
 from core.models.adapters import in_features
 from core.models.handle import ModelHandle
@@ -268,12 +268,12 @@ class GradientStore:
     def missing(self, tokens: np.ndarray) -> list[int]:
         return [int(i) for i in tokens if self.key_of(int(i)) not in self.rows]
 
-    def compute(self, tokens: np.ndarray, stage: Stage | None = None) -> int:
+    def compute(self, tokens: np.ndarray, counted: Callable[[int, int, str], None] | None = None) -> int:
         """Sketch the gradients of the tokens not cached yet; returns how many were computed."""
         todo = sorted(self.missing(tokens), key=lambda i: (int(self.index.position[i]), i))
         total, done = len(todo), 0
-        if stage and total:
-            stage.update(0, total, "token gradients")
+        if counted and total:
+            counted(0, total, "token gradients")
         while todo:
             width = int(self.index.position[todo[-1 if len(todo) <= MAX_BATCH else MAX_BATCH - 1]])
             size = max(1, min(MAX_BATCH, TOKENS_PER_BATCH // max(width, 1)))
@@ -294,8 +294,8 @@ class GradientStore:
                 self.rows[key] = row
                 self.losses[key] = float(loss)
             done += len(chunk)
-            if stage:
-                stage.update(done, total, "token gradients")
+            if counted:
+                counted(done, total, "token gradients")
         return total
 
     def matrix(self, tokens: np.ndarray) -> np.ndarray:

@@ -9,18 +9,44 @@ norm and unembedding (``handle.decode``), a few hundred positions at a time.
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import numpy as np
 import torch
 
 from core.analyses.quanta.cache import digest, load_npz, model_fingerprint, quanta_home, save_npz
 from core.analyses.quanta.corpus import TokenIndex
-from core.analyses.quanta.progress import Stage
 from core.models.handle import Batch, ModelHandle
+from core.progress import Progress
 
 TOKENS_PER_BATCH = 2048
 ROWS_PER_DECODE = 256  # positions decoded at once: 256 x 262k vocab x 4 B = 268 MB for Gemma 3
 SAVE_EVERY_S = 10.0
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def countdown(progress: Progress, label: str) -> Callable[[int, int, str], None]:
+    """``counted(done, total, unit)`` reports ``progress(done / total, "label: done/total unit · about 2 min left")``
+    (the elapsed time once done): a step measured in documents or tokens, with its time estimate."""
+    started = time.monotonic()
+
+    def counted(done: int, total: int, unit: str) -> None:
+        elapsed = time.monotonic() - started
+        message = f"{label}: {done}/{total} {unit}"
+        if 0 < done < total:
+            message += f" · about {_duration(elapsed / done * (total - done))} left"
+        elif done >= total:
+            message += f" · {_duration(elapsed)}"
+        progress(min(done / total, 1.0) if total else 1.0, message)
+
+    return counted
 
 
 def last_residual(handle: ModelHandle, batch: Batch) -> torch.Tensor:
@@ -91,7 +117,8 @@ class LossStore:
     def missing(self, docs) -> list[int]:
         return [d for d in docs if d not in self.losses]
 
-    def score(self, docs: list[int], stage: Stage | None = None, done: int = 0, total: int | None = None) -> None:
+    def score(self, docs: list[int], counted: Callable[[int, int, str], None] | None = None, done: int = 0,
+              total: int | None = None) -> None:
         """Score the documents not scored yet (saving every few seconds and on the way out)."""
         todo = sorted(self.missing(docs), key=lambda d: -len(self.index.ids[d]))
         total = total or len(todo)
@@ -109,8 +136,8 @@ class LossStore:
                     self.losses.setdefault(doc, np.zeros(0, np.float32))
                 dirty = True
                 done += len(chunk)
-                if stage:
-                    stage.update(done, total, "documents scored")
+                if counted:
+                    counted(done, total, "documents scored")
                 if time.monotonic() - last_save > SAVE_EVERY_S:
                     self.save()
                     last_save, dirty = time.monotonic(), False

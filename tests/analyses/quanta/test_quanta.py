@@ -2,6 +2,7 @@
 
 import io
 import json
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from core.analyses.quanta import Corpus, QuantaSettings, corpus_from_bytes, load_corpus, run_quanta
+from core.analyses.quanta import Corpus, Settings, corpus_from_bytes, load_corpus, run
 from core.analyses.quanta.clustering import (
     angular_affinity,
     cosine_similarity,
@@ -80,6 +81,11 @@ def plain_random_handle(family):
     config = tiny.config(family, len(tok))
     config._attn_implementation = "eager"
     return wrap_model(AutoModelForCausalLM.from_config(config), tok, f"plain-{family}")
+
+
+def with_corpus(settings, corpus):
+    """The settings, run on these documents."""
+    return replace(settings, corpus=corpus)
 
 
 def numbers_and_days(n_docs=6):
@@ -221,7 +227,7 @@ def test_affinity_relabelling_and_rank_frequency_slope():
 def planted_settings(**kw):
     base = dict(max_length=16, tokens=40, loss_threshold=1000.0, induction="none", n_clusters=2, proj_dim=512, seed=0)
     base.update(kw)
-    return QuantaSettings(**base)
+    return Settings(**base)
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
@@ -248,7 +254,7 @@ def test_planted_patterns_are_separated_by_the_whole_pipeline():
     handle = plain_random_handle("llama")
     texts = tuple(" ".join(["7"] * n) for n in range(6, 14)) + tuple(" ".join(["Monday"] * n) for n in range(6, 14))
     corpus = Corpus("planted", texts, ("sevens",) * 8 + ("mondays",) * 8)
-    result = run_quanta(handle, planted_settings(tokens=30), corpus=corpus)
+    result = run(handle, with_corpus(planted_settings(tokens=30), corpus))
     assert result.n_tokens == 30 and set(result.tokens["kind"]) == {"sevens", "mondays"}
     assert adjusted_rand_score(result.tokens["kind"], result.labels) == 1.0
 
@@ -256,18 +262,18 @@ def test_planted_patterns_are_separated_by_the_whole_pipeline():
 def test_same_seed_gives_the_same_clusters_from_scratch_and_from_the_cache(cache_home, monkeypatch, tmp_path):
     handle = tiny.handle("llama")
     settings = planted_settings(n_clusters=4, tokens=30)
-    first = run_quanta(handle, settings, corpus=numbers_and_days())
-    again = run_quanta(handle, settings, corpus=numbers_and_days())
+    first = run(handle, with_corpus(settings, numbers_and_days()))
+    again = run(handle, with_corpus(settings, numbers_and_days()))
     assert first.gradients_computed == 30 and again.gradients_computed == 0 and again.gradients_cached == 30
     monkeypatch.setenv("LAYERSCOPE_HOME", str(tmp_path / "other"))
-    fresh = run_quanta(handle, settings, corpus=numbers_and_days())
+    fresh = run(handle, with_corpus(settings, numbers_and_days()))
     assert fresh.gradients_computed == 30
     for other in (again, fresh):
         assert other.tokens["token"].tolist() == first.tokens["token"].tolist()
         assert other.labels.tolist() == first.labels.tolist()
     sizes = [c.size for c in first.clusters]
     assert sizes == sorted(sizes, reverse=True) and sum(sizes) == 30
-    reseeded = run_quanta(handle, planted_settings(n_clusters=4, tokens=30, seed=1), corpus=numbers_and_days())
+    reseeded = run(handle, with_corpus(planted_settings(n_clusters=4, tokens=30, seed=1), numbers_and_days()))
     assert reseeded.tokens["token"].tolist() != first.tokens["token"].tolist()
 
 
@@ -276,18 +282,18 @@ def test_runs_resume_from_the_cache_and_rebuild_a_corrupt_one(cache_home):
     corpus = numbers_and_days()
     settings = planted_settings(tokens=20)
     index = build_index(corpus, handle.tokenizer, settings.max_length)
-    full = run_quanta(handle, settings, corpus=corpus)
+    full = run(handle, with_corpus(settings, corpus))
     # an interrupted run: only some gradients were cached before it stopped
     for path in (cache_home / "quanta" / "gradients").rglob("*.npz"):
         path.unlink()
     GradientStore(handle, index, settings.params, settings.proj_dim).compute(full.tokens["token"].to_numpy()[:7])
-    resumed = run_quanta(handle, settings, corpus=corpus)
+    resumed = run(handle, with_corpus(settings, corpus))
     assert resumed.gradients_cached == 7 and resumed.gradients_computed == 13
     assert resumed.labels.tolist() == full.labels.tolist()
     # corrupt caches are detected, dropped and rebuilt
     for path in (cache_home / "quanta").rglob("*.npz"):
         path.write_bytes(b"not a zip file")
-    rebuilt = run_quanta(handle, settings, corpus=corpus)
+    rebuilt = run(handle, with_corpus(settings, corpus))
     assert rebuilt.gradients_computed == 20 and any("loss cache" in n for n in rebuilt.notes)
     assert rebuilt.labels.tolist() == full.labels.tolist()
     np.testing.assert_allclose(rebuilt.tokens["loss_nats"], full.tokens["loss_nats"], rtol=1e-5)
@@ -296,16 +302,16 @@ def test_runs_resume_from_the_cache_and_rebuild_a_corrupt_one(cache_home):
 def test_filters_and_errors_say_what_to_change():
     handle = tiny.handle("llama")
     corpus = numbers_and_days()
-    result = run_quanta(handle, planted_settings(tokens=1000, induction="trigram", n_clusters=2), corpus=corpus)
+    result = run(handle, with_corpus(planted_settings(tokens=1000, induction="trigram", n_clusters=2), corpus))
     # the filter looks within each document: the six identical copies of a pattern do not filter each other
     assert result.n_after_induction <= result.n_below_threshold == result.n_scored
     assert result.n_tokens == result.n_after_induction  # the cap is above the pool
     with pytest.raises(UserError, match="raise the threshold"):
-        run_quanta(handle, planted_settings(loss_threshold=1e-6), corpus=corpus)
+        run(handle, with_corpus(planted_settings(loss_threshold=1e-6), corpus))
     with pytest.raises(UserError, match="fewer clusters"):
-        run_quanta(handle, planted_settings(tokens=5, n_clusters=5), corpus=corpus)
+        run(handle, with_corpus(planted_settings(tokens=5, n_clusters=5), corpus))
     with pytest.raises(UserError, match="unknown unit"):
-        run_quanta(handle, planted_settings(unit="hartleys"), corpus=corpus)
+        run(handle, with_corpus(planted_settings(unit="hartleys"), corpus))
 
 
 # -- exports ----------------------------------------------------------------------------------------------
@@ -337,7 +343,7 @@ class _Page(HTMLParser):
 
 def test_html_export_opens_and_navigates_and_csv_round_trips():
     handle = tiny.handle("llama")
-    result = run_quanta(handle, planted_settings(n_clusters=3, tokens=24), corpus=numbers_and_days())
+    result = run(handle, with_corpus(planted_settings(n_clusters=3, tokens=24), numbers_and_days()))
     page = _Page()
     page.feed(export_html(result))
     ids = [f"cluster-{c}" for c in range(3)]
@@ -393,7 +399,7 @@ def test_cli_json_contract_on_gemma(gemma, capsys):
 def test_page_runs_and_browses_clusters(gemma):
     from streamlit.testing.v1 import AppTest
 
-    app = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
+    app = str(Path(__file__).resolve().parents[3] / "streamlit_app.py")
     at = AppTest.from_file(app, default_timeout=600)
     at.switch_page("pages/quanta.py")
     at.run()
@@ -418,4 +424,7 @@ def test_page_runs_and_browses_clusters(gemma):
     assert next(s for s in at.selectbox if s.label == "Cluster").value == 1 and not at.exception
     next(b for b in at.button if b.label == "Next ▶").click().run()
     assert next(s for s in at.selectbox if s.label == "Cluster").value == 0  # wraps around
-    assert len(at.get("download_button")) == 3
+    labels = [b.proto.label for b in at.get("download_button")]
+    # the HTML report and the two tables, then each of the three charts' data and picture (CSV, PNG, SVG)
+    assert labels[:3] == ["Download all clusters as HTML", "Download tokens as CSV", "Download clusters as CSV"]
+    assert labels[3:] == ["CSV", "PNG", "SVG"] * 3

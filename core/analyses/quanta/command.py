@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import sys
+from dataclasses import replace
 
-from core.analyses.quanta import (
-    DEFAULT_CORPUS,
-    INDUCTION_FILTERS,
-    PARAMETER_SUBSETS,
-    UNITS,
-    QuantaSettings,
-    load_corpus,
-    run_quanta,
-)
-from core.commands._common import add_model_arguments, load_from_args
+from core.analyses.quanta.analysis import INDUCTION_FILTERS, UNITS, Settings, run as run_analysis
+from core.analyses.quanta.corpus import DEFAULT_CORPUS
+from core.analyses.quanta.gradients import PARAMETER_SUBSETS
+from core.cli import add_model_arguments, load_from_args, progress_of
 
 NAME = "quanta"
 HELP = "cluster the tokens a model predicts well by the gradients their losses induce (quanta discovery)"
+SAME_NAMES = ("max_length", "tokens", "loss_threshold", "unit", "induction", "documents", "params", "proj_dim", "seed")
 
 
 def add_arguments(parser) -> None:
@@ -39,24 +34,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> dict:
-    settings = QuantaSettings(
-        corpus=args.corpus,
-        max_length=args.max_length,
-        tokens=args.tokens,
-        loss_threshold=args.loss_threshold,
-        unit=args.unit,
-        induction=args.induction,
-        documents=args.documents,
-        params=args.params,
-        proj_dim=args.proj_dim,
-        n_clusters=args.clusters,
-        seed=args.seed,
-    )
-    settings.validate()  # bad arguments and a missing corpus fail before the model loads
-    corpus = load_corpus(args.corpus)
-    handle = load_from_args(args)
-
-    def progress(fraction: float, message: str) -> None:
-        print(f"[{fraction:4.0%}] {message}", file=sys.stderr, flush=True)
-
-    return run_quanta(handle, settings, corpus=corpus, progress=progress).to_json()
+    settings = Settings(corpus=args.corpus, n_clusters=args.clusters, **{name: getattr(args, name) for name in SAME_NAMES})
+    settings.validate()  # bad arguments, then a missing or unreadable corpus, fail before the model loads
+    settings = replace(settings, corpus=settings.documents_to_read())
+    return run_analysis(load_from_args(args), settings, progress_of(args)).to_json()
