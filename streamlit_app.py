@@ -15,7 +15,7 @@ PAGES = [
     st.Page("pages/sequences.py", title="Sequence continuation", icon="🔢"),
     st.Page("pages/arithmetic.py", title="Numerals and arithmetic", icon="🧮"),
     st.Page("pages/quanta.py", title="Quanta", icon="🧩"),
-    st.Page("pages/train_from_scratch.py", title="Train from scratch", icon="🏋️"),
+    st.Page("pages/train.py", title="Train from scratch", icon="🏋️"),
 ]
 
 navigation = st.navigation(PAGES)

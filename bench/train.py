@@ -1,7 +1,7 @@
 """Training speed and sample efficiency of the default TinyLM on this machine.
 
-Trains the default model (core.tinylm defaults: the page's and the CLI's) on the default corpus and
-prints, from this one run: training tokens per second, seconds of training until the validation
+Trains the default model (core.analyses.train defaults: the page's and the CLI's) on the default corpus
+through the public ``core.analyses.train.run`` and prints, from this one run: training tokens per second, seconds of training until the validation
 loss is 25% below the bigram baseline's, and the final validation loss against the baseline.
 
 Targets (issue 6), on the 2-core CPU: >= 20,000 tokens/s, and 25% below bigram within 60 s.
@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from core.tinylm.corpora import DEFAULT_CORPUS, load_corpus  # noqa: E402
-from core.tinylm.model import TinyLMConfig  # noqa: E402
-from core.tinylm.train import TrainConfig, Trainer, tokenize_corpus  # noqa: E402
+from core.analyses import train  # noqa: E402
+from core.analyses.train.corpora import DEFAULT_CORPUS  # noqa: E402
+from core.analyses.train.trainer import TrainConfig  # noqa: E402
 
 TARGET_FRACTION = 0.75  # val loss at most 75% of the bigram baseline's
 TARGET_TOKENS_PER_S = 20_000
@@ -48,12 +48,12 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
-    data = tokenize_corpus(load_corpus(args.corpus), args.tokenizer)
     config = TrainConfig(eval_every=args.eval_every)
-    trainer = Trainer(data, TinyLMConfig(), config)
-    wall_start = time.perf_counter()
-    history = trainer.run()
+    settings = train.Settings(corpus=args.corpus, tokenizer=args.tokenizer, training=config)
+    wall_start = time.perf_counter()  # includes reading and tokenizing the corpus (well under a second)
+    trained = train.run(None, settings)
     wall_s = time.perf_counter() - wall_start
+    history, model = trained.history, trained.trained.model
 
     target = TARGET_FRACTION * history.bigram_val_loss_nats
     reached = next((e for e in history.evals if e.val_loss_nats <= target), None)
@@ -61,7 +61,7 @@ def main() -> int:
     result = {
         "corpus": args.corpus,
         "tokenizer": args.tokenizer,
-        "model": trainer.model_config.to_dict() | {"parameters": trainer.model.num_parameters()},
+        "model": model.config.to_dict() | {"parameters": model.num_parameters()},
         "train_config": {"steps": config.steps, "batch_size": config.batch_size, "learning_rate": config.learning_rate},
         "threads": args.threads,
         "load_average_before": round(load_before, 2),
@@ -81,7 +81,7 @@ def main() -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    shape = trainer.model_config
+    shape = model.config
     print(f"model: {shape.n_layers} layers x d_model {shape.d_model}, {shape.n_heads} heads, context "
           f"{shape.context_length}, {result['model']['parameters']:,} parameters; batch {config.batch_size}, "
           f"{config.steps} steps, {args.threads} threads (load average {load_before:.1f} before, "

@@ -259,7 +259,7 @@ def test_remote_code_is_not_run_even_when_asked_without_its_files(bad_specs):
 def _parsers():
     from core.analyses.quanta.corpus import corpus_from_bytes
     from core.analyses.sequences import parse_pairs
-    from core.tinylm.corpora import decode_text
+    from core.analyses.train.corpora import decode_text
     from core.wordlist import parse_words
 
     return {

@@ -250,7 +250,7 @@ def _hub_reachable(timeout_s: float = 3.0) -> bool:
 
 
 def _load_tinylm(location: Path, device: str):
-    from core.tinylm.checkpoint import load_checkpoint
+    from core.analyses.train.checkpoint import load_checkpoint
 
     model, tokenizer, _meta = load_checkpoint(location, device=device)
     return model, tokenizer

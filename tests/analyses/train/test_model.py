@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from core.errors import UserError
-from core.tinylm.model import TinyLM, TinyLMConfig
+from core.analyses.train.model import TinyLM, TinyLMConfig
 
 
 def tiny(positional="learned", **overrides) -> TinyLM:

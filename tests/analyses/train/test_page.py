@@ -1,4 +1,4 @@
-"""The train-from-scratch page under Streamlit's AppTest: a short run completes, then every tool renders."""
+"""The Train page (train from scratch) under Streamlit's AppTest: a short run completes, then every tool renders."""
 
 from pathlib import Path
 
@@ -6,7 +6,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from tests.apptest import chart_specs
 
-PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "train_from_scratch.py")
+PAGE = str(Path(__file__).resolve().parents[3] / "pages" / "train.py")
 
 
 def small_settings(at, steps=6):
@@ -38,7 +38,7 @@ def test_short_training_run_completes_and_tools_render(page, layerscope_home):
     small_settings(page)
     page.button(key="train").click().run()
     assert not page.exception and not page.error
-    run = page.session_state["tinylm_run"]
+    run = page.session_state["result:train"][1]  # the page's stored TrainingRun (ui.results.keep_result)
     assert run.wait(120)
     page.run()
     assert not page.exception and not page.error

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from core.analyses.train.analysis import Settings, run as run_analysis
+from core.analyses.train.checkpoint import checkpoint_path
+from core.analyses.train.corpora import DEFAULT_CORPUS, corpus_names, load_corpus
+from core.analyses.train.model import POSITIONAL_KINDS, TinyLMConfig
+from core.analyses.train.tokenization import DEFAULT_BPE_VOCAB, TOKENIZER_KINDS
+from core.analyses.train.trainer import TrainConfig
+from core.cli import progress_of
 from core.errors import UserError
 
 NAME = "train"
 HELP = "train a small transformer from scratch on a corpus and save a checkpoint"
+SHAPE = {"n_layers": "layers", "n_heads": "heads", "d_model": "d_model", "context_length": "context",
+         "positional": "positional", "dropout": "dropout"}  # TinyLMConfig field <- argument
+TRAINING = {"steps": "steps", "batch_size": "batch_size", "learning_rate": "lr", "eval_every": "eval_every",
+            "seed": "seed"}  # TrainConfig field <- argument
 
 
 def add_arguments(parser) -> None:
-    from core.tinylm.corpora import DEFAULT_CORPUS, corpus_names
-    from core.tinylm.model import POSITIONAL_KINDS, TinyLMConfig
-    from core.tinylm.tokenization import DEFAULT_BPE_VOCAB, TOKENIZER_KINDS
-    from core.tinylm.train import TrainConfig
-
     shape, opt = TinyLMConfig(), TrainConfig()
     parser.add_argument("--corpus", default=DEFAULT_CORPUS, help=f"{' | '.join(corpus_names())} or a text file path")
     parser.add_argument("--tokenizer", choices=TOKENIZER_KINDS, default="char")
@@ -33,35 +39,17 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> dict:
-    from core.tinylm.checkpoint import checkpoint_path, save_checkpoint
-    from core.tinylm.corpora import load_corpus
-    from core.tinylm.model import TinyLMConfig
-    from core.tinylm.train import TrainConfig, Trainer, tokenize_corpus
-
     if args.bpe_vocab <= 0:
         raise UserError(f"--bpe-vocab must be positive, got {args.bpe_vocab}")
     if args.out:
         checkpoint_path(args.out)  # a bad name fails now, not after training
-    model_config = TinyLMConfig(
-        n_layers=args.layers,
-        n_heads=args.heads,
-        d_model=args.d_model,
-        context_length=args.context,
-        positional=args.positional,
-        dropout=args.dropout,
+    settings = Settings(
+        corpus=load_corpus(args.corpus),
+        tokenizer=args.tokenizer,
+        bpe_vocab=args.bpe_vocab,
+        shape=TinyLMConfig(**{name: getattr(args, arg) for name, arg in SHAPE.items()}),
+        training=TrainConfig(**{name: getattr(args, arg) for name, arg in TRAINING.items()}),
     )
-    train_config = TrainConfig(
-        steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, eval_every=args.eval_every, seed=args.seed
-    )
-    data = tokenize_corpus(load_corpus(args.corpus), args.tokenizer, args.bpe_vocab, train_config.val_fraction)
-    trainer = Trainer(data, model_config, train_config)
-    history = trainer.run()
-    checkpoint = save_checkpoint(args.out or trainer.run_name, trainer.model, data.tokenizer, trainer.metadata())
-    return {
-        "steps": trainer.step,
-        "tokens_per_s": round(history.tokens_per_s, 1),
-        "train_loss": [round(loss, 5) for loss in history.train_loss_nats],
-        "val_loss": round(history.evals[-1].val_loss_nats, 5),
-        "bigram_val_loss": round(history.bigram_val_loss_nats, 5),
-        "checkpoint": str(checkpoint),
-    }
+    result = run_analysis(None, settings, progress_of(args))
+    result.save(args.out)
+    return result.to_json()

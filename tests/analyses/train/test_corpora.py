@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from core.errors import UserError
-from core.tinylm.corpora import CORPORA_DIR, corpus_names, decode_text, load_corpus
-from core.tinylm.skills import corpus_has_skills, solved
-from core.tinylm.synthetic import BRACKET_PAIRS, skill_probes, synthetic_text
+from core.analyses.train.corpora import CORPORA_DIR, corpus_names, decode_text, load_corpus
+from core.analyses.train.skills import corpus_has_skills, solved
+from core.analyses.train.synthetic import BRACKET_PAIRS, skill_probes, synthetic_text
 
 
 def test_shipped_synthetic_file_is_what_the_generator_writes():

@@ -1,32 +1,13 @@
-"""Altair charts for the train-from-scratch page: loss curves, skill accuracy, attention, PCA."""
+"""Altair charts of the Train page: loss curves, skill accuracy, attention, PCA (no Streamlit)."""
 
 from __future__ import annotations
 
 import altair as alt
 import pandas as pd
 
-from core.tinylm.train import TrainingHistory
+from core.analyses.train.trainer import TrainingHistory
 
 SPLIT_COLOURS = alt.Scale(domain=["train", "validation", "bigram baseline"], range=["#9ecae9", "#e45756", "#555555"])
-
-
-def loss_frame(history: TrainingHistory, smooth_steps: int = 10) -> pd.DataFrame:
-    """Columns: step, split ("train" | "validation"), loss_nats. Train loss is a running mean over
-    `smooth_steps` steps (single batches are noisy); validation is as measured."""
-    train = pd.Series(history.train_loss_nats, dtype=float)
-    frames = [
-        pd.DataFrame(
-            {"step": range(1, len(train) + 1), "split": "train", "loss_nats": train.rolling(smooth_steps, 1).mean()}
-        ),
-        pd.DataFrame(
-            {
-                "step": [e.step for e in history.evals],
-                "split": "validation",
-                "loss_nats": [e.val_loss_nats for e in history.evals],
-            }
-        ),
-    ]
-    return pd.concat(frames, ignore_index=True)
 
 
 def loss_chart(history: TrainingHistory, total_steps: int) -> alt.Chart:
@@ -34,9 +15,10 @@ def loss_chart(history: TrainingHistory, total_steps: int) -> alt.Chart:
     x = alt.X("step:Q", scale=alt.Scale(domain=[0, total_steps]), title="optimisation step")
     y = alt.Y("loss_nats:Q", title="loss (nats per token)", scale=alt.Scale(zero=False))
     colour = alt.Color("split:N", scale=SPLIT_COLOURS, title=None)
-    curves = alt.Chart(loss_frame(history)).mark_line(point=False).encode(x, y, colour, tooltip=["split", "step", "loss_nats"])
+    frame = history.loss_frame()
+    curves = alt.Chart(frame).mark_line(point=False).encode(x, y, colour, tooltip=["split", "step", "loss_nats"])
     val_points = (
-        alt.Chart(loss_frame(history).query("split == 'validation'"))
+        alt.Chart(frame.query("split == 'validation'"))
         .mark_point(filled=True, size=40)
         .encode(x, y, colour)
     )
@@ -47,11 +29,8 @@ def loss_chart(history: TrainingHistory, total_steps: int) -> alt.Chart:
 
 def skills_chart(history: TrainingHistory, total_steps: int) -> alt.Chart:
     """Accuracy of each synthetic skill (greedy continuation exactly right) at each evaluation."""
-    rows = [
-        {"step": e.step, "skill": skill, "accuracy": acc} for e in history.evals for skill, acc in e.skill_accuracy.items()
-    ]
     return (
-        alt.Chart(pd.DataFrame(rows))
+        alt.Chart(history.skills_frame())
         .mark_line(point=True)
         .encode(
             alt.X("step:Q", scale=alt.Scale(domain=[0, total_steps]), title="optimisation step"),

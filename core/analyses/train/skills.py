@@ -6,9 +6,9 @@ by a boundary (space or newline), so ` 150` is not a correct continuation of `..
 
 from __future__ import annotations
 
-from core.tinylm.generate import greedy_continuations
-from core.tinylm.model import TinyLM
-from core.tinylm.synthetic import SKILL_PREFIXES, Probe, skill_probes
+from core.analyses.train.generate import greedy_continuations
+from core.analyses.train.model import TinyLM
+from core.analyses.train.synthetic import SKILL_PREFIXES, Probe, skill_probes
 
 
 def corpus_has_skills(text: str) -> bool:

@@ -16,14 +16,16 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from safetensors.torch import load_model, save_model
 from transformers import PreTrainedTokenizerFast
 
+from core.analyses.train.model import TinyLM, TinyLMConfig
+from core.analyses.train.trainer import TrainingHistory
 from core.errors import UserError
-from core.tinylm.model import TinyLM, TinyLMConfig
-from core.tinylm.train import TrainingHistory
+from core.models.handle import ModelHandle
 
 FORMAT = "layerscope-tinylm/1"
 META_FILE = "tinylm.json"
@@ -113,6 +115,13 @@ class TrainedLM:
     @property
     def total_steps(self) -> int:
         return self.meta.get("train_config", {}).get("steps", self.meta.get("step", 0))
+
+    @cached_property
+    def handle(self) -> ModelHandle:
+        """The model behind the interface every analysis reads (hooks, residuals, attention patterns)."""
+        from core.models.loading import wrap_model
+
+        return wrap_model(self.model, self.tokenizer, self.name)
 
     def save(self, name_or_path) -> Path:
         return save_checkpoint(name_or_path, self.model, self.tokenizer, self.meta)

@@ -6,8 +6,8 @@ from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
 from core.errors import UserError
-from core.tinylm.corpora import load_corpus
-from core.tinylm.tokenization import bpe_tokenizer, build_tokenizer, char_tokenizer, encode, token_labels
+from core.analyses.train.corpora import load_corpus
+from core.analyses.train.tokenization import bpe_tokenizer, build_tokenizer, char_tokenizer, encode, token_labels
 
 SAMPLE = "To be, or not to be: that is the question.\nWhether 'tis nobler — in the mind — to suffer\n"
 

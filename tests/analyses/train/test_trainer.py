@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from core.errors import UserError
-from core.tinylm.background import TrainingRun
-from core.tinylm.corpora import Corpus, load_corpus
-from core.tinylm.model import TinyLMConfig
-from core.tinylm.train import TrainConfig, Trainer, bigram_loss_nats, tokenize_corpus, val_windows
+from core.analyses.train.background import TrainingRun
+from core.analyses.train.corpora import Corpus, load_corpus
+from core.analyses.train.model import TinyLMConfig
+from core.analyses.train.trainer import TrainConfig, Trainer, bigram_loss_nats, tokenize_corpus, val_windows
 
 SHAPE = TinyLMConfig(n_layers=2, n_heads=2, d_model=32, context_length=32)
 
@@ -80,13 +80,13 @@ def test_background_run_stops_and_resumes(synthetic):
     run = TrainingRun(quick(synthetic, steps=30)).start()
     run.stop()
     assert run.wait(60)
-    stopped_at = run.progress().step
+    stopped_at = run.status().step
     assert stopped_at < 30 and run.can_resume
     run.resume()
     assert run.wait(60)
-    progress = run.progress()
-    assert progress.step == 30 and progress.error is None and not progress.running and not run.can_resume
-    assert progress.history.train_loss_nats == reference
+    status = run.status()
+    assert status.step == 30 and status.error is None and not status.running and not run.can_resume
+    assert status.history.train_loss_nats == reference
     lm = run.trained()
     assert lm.meta["step"] == 30 and lm.history.train_loss_nats == reference
 

@@ -7,16 +7,16 @@ import torch
 from transformers import AutoTokenizer
 
 from core.errors import UserError
-from core.tinylm.checkpoint import (
+from core.analyses.train.checkpoint import (
     TrainedLM,
     checkpoint_path,
     list_checkpoints,
     load_checkpoint,
     save_checkpoint,
 )
-from core.tinylm.corpora import load_corpus
-from core.tinylm.model import TinyLMConfig
-from core.tinylm.train import TrainConfig, Trainer, tokenize_corpus
+from core.analyses.train.corpora import load_corpus
+from core.analyses.train.model import TinyLMConfig
+from core.analyses.train.trainer import TrainConfig, Trainer, tokenize_corpus
 
 
 def same_weights(a, b) -> bool:

@@ -1,7 +1,7 @@
 """Training a TinyLM on one corpus: data split, bigram baseline, AdamW with warm-up + cosine decay.
 
-`Trainer` advances one optimisation step at a time, so the same object serves the CLI (run to
-the end), the page's background thread (stop, resume) and the tests (same seed, same curve).
+`Trainer` advances one optimisation step at a time, so the same object serves `run` (to the end:
+the CLI and the bench), the page's background thread (stop, resume) and the tests (same seed, same curve).
 """
 
 from __future__ import annotations
@@ -12,14 +12,16 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from core.analyses.train.corpora import Corpus
+from core.analyses.train.model import TinyLM, TinyLMConfig
+from core.analyses.train.skills import corpus_has_skills, skill_accuracy
+from core.analyses.train.tokenization import DEFAULT_BPE_VOCAB, build_tokenizer, encode
 from core.errors import UserError
-from core.tinylm.corpora import Corpus
-from core.tinylm.model import TinyLM, TinyLMConfig
-from core.tinylm.skills import corpus_has_skills, skill_accuracy
-from core.tinylm.tokenization import DEFAULT_BPE_VOCAB, build_tokenizer, encode
+from core.progress import Progress
 
 SAMPLE_TEXT_CHARS = 2000  # held-out text kept in a checkpoint, for the activations PCA
 
@@ -149,6 +151,35 @@ class TrainingHistory:
     def to_dict(self) -> dict:
         return asdict(self) | {"tokens_per_s": self.tokens_per_s}
 
+    def loss_frame(self, smooth_steps: int = 10) -> pd.DataFrame:
+        """Columns: step, split ("train" | "validation"), loss_nats. Train loss is a running mean over
+        `smooth_steps` steps (single batches are noisy); validation is as measured."""
+        train = pd.Series(self.train_loss_nats, dtype=float)
+        frames = [
+            pd.DataFrame(
+                {"step": range(1, len(train) + 1), "split": "train", "loss_nats": train.rolling(smooth_steps, 1).mean()}
+            ),
+            pd.DataFrame(
+                {"step": [e.step for e in self.evals], "split": "validation",
+                 "loss_nats": [e.val_loss_nats for e in self.evals]}
+            ),
+        ]
+        return pd.concat(frames, ignore_index=True)
+
+    def evaluations_frame(self) -> pd.DataFrame:
+        """One row per evaluation: step, val_loss_nats, val_perplexity, train_seconds, and "skill: <name>"
+        (share of probes solved) for each tracked skill."""
+        return pd.DataFrame(
+            [{"step": e.step, "val_loss_nats": round(e.val_loss_nats, 4),
+              "val_perplexity": round(math.exp(e.val_loss_nats), 2), "train_seconds": round(e.train_seconds, 1),
+              **{f"skill: {k}": v for k, v in (e.skill_accuracy or {}).items()}} for e in self.evals]
+        )
+
+    def skills_frame(self) -> pd.DataFrame:
+        """Columns: step, skill, accuracy (share of probes solved), one row per evaluation and skill."""
+        rows = [{"step": e.step, "skill": skill, "accuracy": acc} for e in self.evals for skill, acc in e.skill_accuracy.items()]
+        return pd.DataFrame(rows, columns=["step", "skill", "accuracy"])
+
     @classmethod
     def from_dict(cls, d: dict) -> TrainingHistory:
         fields = {k: v for k, v in d.items() if k != "tokens_per_s"}
@@ -228,12 +259,13 @@ class Trainer:
         self.history.evals.append(point)
         return point
 
-    def run(self, stop: threading.Event | None = None) -> TrainingHistory:
+    def run(self, stop: threading.Event | None = None, progress: Progress | None = None) -> TrainingHistory:
         """Train until `config.steps` (or until `stop` is set), evaluating every `eval_every` steps
-        and at the end. Calling it again after a stop resumes where it left off."""
+        and at the end (each evaluation is reported to `progress`). Calling it again after a stop
+        resumes where it left off."""
         tokens_per_step = self.config.batch_size * self.model_config.context_length
         if not self.history.evals:
-            self.evaluate()  # the untrained model's loss, near ln(vocab_size)
+            self._evaluate(progress)  # the untrained model's loss, near ln(vocab_size)
         while not self.finished and not (stop is not None and stop.is_set()):
             started = time.perf_counter()
             loss = self.train_step()
@@ -241,10 +273,17 @@ class Trainer:
             self.history.train_tokens += tokens_per_step
             self.history.train_loss_nats.append(loss)
             if self.step % self.config.eval_every == 0 or self.finished:
-                self.evaluate()
+                self._evaluate(progress)
         if self.history.evals[-1].step != self.step:
-            self.evaluate()  # stopped between evaluations: score where we are
+            self._evaluate(progress)  # stopped between evaluations: score where we are
         return self.history
+
+    def _evaluate(self, progress: Progress | None) -> None:
+        point = self.evaluate()
+        if progress:
+            progress(self.step / self.config.steps,
+                     f"step {self.step}/{self.config.steps}: validation loss {point.val_loss_nats:.3f} nats "
+                     f"(bigram {self.history.bigram_val_loss_nats:.3f})")
 
     @property
     def run_name(self) -> str:
@@ -254,7 +293,7 @@ class Trainer:
         return f"{corpus}-{self.data.tokenizer_kind}-{shape.n_layers}x{shape.d_model}-seed{self.config.seed}"
 
     def metadata(self) -> dict:
-        """What a checkpoint records about this run (see core.tinylm.checkpoint)."""
+        """What a checkpoint records about this run (see core.analyses.train.checkpoint)."""
         return {
             "name": self.run_name,
             "corpus": self.data.name,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from core.errors import UserError
 
-CORPORA_DIR = Path(__file__).resolve().parents[2] / "assets" / "corpora"
+CORPORA_DIR = Path(__file__).resolve().parents[3] / "assets" / "corpora"
 
 # name -> (file in CORPORA_DIR, one-line description); sources and licences in its README.md
 SHIPPED_CORPORA = {

@@ -27,15 +27,18 @@ class TinyLMConfig:
     (the trainer sets it from the tokenizer)."""
 
     model_type: ClassVar[str] = "tinylm"  # how core.models.adapters recognises the family
+    # The attention kernel a TinyLM starts with, under Hugging Face's name: core.interventions reads it and
+    # switches to "eager" with TinyLM.set_attn_implementation when it needs the attention weights.
+    _attn_implementation: ClassVar[str] = "sdpa"
 
-    vocab_size: int = 0
-    n_layers: int = 2
-    n_heads: int = 4
-    d_model: int = 128
-    context_length: int = 64
-    positional: str = "learned"
-    dropout: float = 0.0
-    d_mlp: int = 0
+    vocab_size: int = 0  # token ids 0 .. vocab_size - 1
+    n_layers: int = 2  # blocks
+    n_heads: int = 4  # per block; each reads d_model / n_heads dimensions
+    d_model: int = 128  # width of the residual stream
+    context_length: int = 64  # tokens a forward pass may see
+    positional: str = "learned"  # or "sinusoidal"
+    dropout: float = 0.0  # on embeddings, attention weights and residual writes, while training
+    d_mlp: int = 0  # hidden width of each MLP
 
     def __post_init__(self):
         if self.vocab_size < 0:
@@ -98,9 +101,11 @@ class CausalSelfAttention(nn.Module):
         self.out_proj = nn.Linear(config.d_model, config.d_model)
         self.attn_dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
+        self.eager = False  # compute and return the pattern on every call (TinyLM.set_attn_implementation)
 
     def forward(self, x, attention_mask=None, return_pattern=False):
-        """x [batch, pos, d_model] -> (output [batch, pos, d_model], pattern [batch, head, query, key] or None)."""
+        """x [batch, pos, d_model] -> (output [batch, pos, d_model], pattern [batch, head, query, key] or None:
+        the pattern when ``return_pattern`` or in eager mode)."""
         batch, seq_len, d_model = x.shape
         # q, k, v: [batch, head, pos, d_head]
         q, k, v = (
@@ -109,7 +114,7 @@ class CausalSelfAttention(nn.Module):
         )
         dropout_p = self.attn_dropout if self.training else 0.0
         pattern = None
-        if return_pattern:
+        if return_pattern or self.eager:
             scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.d_head)
             scores = scores.masked_fill(~allowed_keys(seq_len, attention_mask, x.device), float("-inf"))
             pattern = scores.softmax(dim=-1)
@@ -202,6 +207,14 @@ class TinyLM(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def set_attn_implementation(self, name: str) -> None:
+        """"sdpa" (the fused kernel, no weights) or "eager" (explicit softmax: every attention module also
+        returns its pattern), the switch Hugging Face models offer under the same name."""
+        if name not in ("sdpa", "eager"):
+            raise ValueError(f"TinyLM attention is 'sdpa' or 'eager', not {name!r}")
+        for block in self.blocks:
+            block.attn.eager = name == "eager"
 
     def embed(self, input_ids, position_ids=None):
         """Residual stream before block 0: token + positional embedding, [batch, pos, d_model].

@@ -6,8 +6,8 @@ Three line formats, one example per line, in random order:
     add: 23+45=68                  (arithmetic facts: two numbers below 50 and their sum)
     brackets: ( [ { | } ] )        (bracket matching: the closers mirror the openers)
 
-`skill_probes` builds held-out prompts for each skill; `core.tinylm.skills` scores a model on
-them. Regenerate the shipped file with `python -m core.tinylm.synthetic` (same seed, same bytes).
+`skill_probes` builds held-out prompts for each skill; `core.analyses.train.skills` scores a model on
+them. Regenerate the shipped file with `python -m core.analyses.train.synthetic` (same seed, same bytes).
 """
 
 from __future__ import annotations
@@ -75,9 +75,9 @@ def skill_probes(per_skill: int = 32, seed: int = PROBE_SEED) -> dict[str, list[
     }
 
 
-
-
 if __name__ == "__main__":
-    out = Path(__file__).resolve().parents[2] / "assets" / "corpora" / "synthetic.txt"
+    from core.analyses.train.corpora import CORPORA_DIR
+
+    out = CORPORA_DIR / "synthetic.txt"
     out.write_text(synthetic_text(), encoding="utf-8")
     print(f"wrote {out} ({out.stat().st_size:,} bytes)")

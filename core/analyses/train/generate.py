@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from core.analyses.train.model import TinyLM
 from core.errors import UserError
-from core.tinylm.model import TinyLM
 
 
 def last_position_logits(model: TinyLM, input_ids, attention_mask):

@@ -1,8 +1,8 @@
 """A training run in a background thread, so a Streamlit page stays responsive while it trains.
 
-The page keeps one `TrainingRun` in st.session_state, polls `progress()` to redraw, and calls
-`stop()` / `resume()`. Only the training thread touches the model while it runs; the page reads
-the model (generation, attention maps) only once `running` is False.
+The page keeps one `TrainingRun` (``start(settings)``), polls `status()` to redraw, and calls `stop()` /
+`resume()`. Only the training thread touches the model while it runs; the page reads the model
+(generation, attention maps) only once `running` is False, through `result()`.
 """
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ import threading
 import traceback
 from dataclasses import dataclass
 
+from core.analyses.train.analysis import Result, Settings, result_of, trainer_for
+from core.analyses.train.checkpoint import TrainedLM
+from core.analyses.train.trainer import Trainer, TrainingHistory
 from core.errors import UserError
-from core.tinylm.checkpoint import TrainedLM
-from core.tinylm.corpora import Corpus
-from core.tinylm.model import TinyLMConfig
-from core.tinylm.train import TrainConfig, Trainer, TrainingHistory, tokenize_corpus
+from core.progress import Progress
 
 
 @dataclass(frozen=True)
-class Progress:
+class TrainingStatus:
     """A consistent-enough view of a run for one redraw."""
 
     step: int
@@ -32,11 +32,12 @@ class Progress:
 class TrainingRun:
     """Owns a Trainer and the thread that advances it."""
 
-    def __init__(self, trainer: Trainer):
-        self.trainer = trainer
+    def __init__(self, trainer: Trainer, settings: Settings | None = None, progress: Progress | None = None):
+        self.trainer, self.settings, self.progress = trainer, settings, progress
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: str | None = None
+        self._result: Result | None = None  # the last result() while the trainer stays at its step
 
     @property
     def running(self) -> bool:
@@ -67,7 +68,7 @@ class TrainingRun:
             self._thread.join(timeout)
         return not self.running
 
-    def progress(self) -> Progress:
+    def status(self) -> TrainingStatus:
         history = self.trainer.history
         snapshot = TrainingHistory(
             list(history.train_loss_nats),
@@ -76,31 +77,30 @@ class TrainingRun:
             history.train_seconds,
             history.train_tokens,
         )
-        return Progress(self.trainer.step, self.trainer.config.steps, self.running, snapshot, self.error)
+        return TrainingStatus(self.trainer.step, self.trainer.config.steps, self.running, snapshot, self.error)
 
     def trained(self) -> TrainedLM:
         """The model as it is now, for generation and inspection (only while not running)."""
+        return self.result().trained
+
+    def result(self) -> Result:
+        """The run so far as the analysis's ``Result`` (only while not running)."""
         if self.running:
             raise UserError("training is still running; stop it or wait for it to finish")
-        return TrainedLM(self.trainer.model, self.trainer.data.tokenizer, self.trainer.metadata())
+        if self._result is None or self._result.steps != self.trainer.step:
+            self._result = result_of(self.trainer, self.settings)
+        return self._result
 
     def _train(self) -> None:
         try:
-            self.trainer.run(self._stop)
+            self.trainer.run(self._stop, self.progress)
         except UserError as err:
             self.error = str(err)
         except Exception:  # a bug: keep the details for the page, which shows them without a traceback
             self.error = "training failed: " + traceback.format_exc(limit=1).strip().splitlines()[-1]
 
 
-def start_training(
-    corpus: Corpus,
-    tokenizer_kind: str,
-    bpe_vocab_size: int,
-    model_config: TinyLMConfig,
-    train_config: TrainConfig,
-) -> TrainingRun:
-    """Tokenize `corpus`, build the model and start training it in the background.
+def start(settings: Settings, progress: Progress | None = None) -> TrainingRun:
+    """Tokenize the corpus, build the model and start training it in the background.
     Bad settings raise UserError here, before any thread starts."""
-    data = tokenize_corpus(corpus, tokenizer_kind, bpe_vocab_size, train_config.val_fraction)
-    return TrainingRun(Trainer(data, model_config, train_config)).start()
+    return TrainingRun(trainer_for(settings), settings, progress).start()

@@ -2,17 +2,20 @@
 
 import streamlit as st
 
+from core.analyses import train
+from core.analyses.train import charts
+from core.analyses.train.activations import attention_frame, residual_pca
+from core.analyses.train.analysis import frames_of
+from core.analyses.train.background import start
+from core.analyses.train.checkpoint import list_checkpoints
+from core.analyses.train.corpora import corpus_names, decode_text, describe_corpus
+from core.analyses.train.generate import sample_text
+from core.analyses.train.model import POSITIONAL_KINDS, TinyLMConfig
+from core.analyses.train.tokenization import DEFAULT_BPE_VOCAB
+from core.analyses.train.trainer import TrainConfig
 from core.errors import UserError
-from core.tinylm import charts
-from core.tinylm.activations import attention_patterns, residual_pca
-from core.tinylm.background import start_training
-from core.tinylm.checkpoint import TrainedLM, list_checkpoints
-from core.tinylm.corpora import corpus_names, decode_text, describe_corpus, load_corpus
-from core.tinylm.generate import sample_text
-from core.tinylm.model import POSITIONAL_KINDS, TinyLMConfig
-from core.tinylm.tokenization import DEFAULT_BPE_VOCAB
-from core.tinylm.train import TrainConfig
 from ui.model import extra_choices
+from ui.results import downloads, keep_result, stored_result
 from ui.shell import require_shell
 
 UPLOAD = "upload a text file…"
@@ -63,25 +66,49 @@ with st.sidebar:
     steps = st.number_input("Steps", 1, 100_000, PAGE_DEFAULT_STEPS, step=100, key="steps")
     seed = st.number_input("Seed", 0, 2**31 - 1, DEFAULT_TRAINING.seed, key="seed")
 
-run = st.session_state.get("tinylm_run")
+# What the stored run was trained with, to tell when the sidebar has changed since (the stale caption).
+inputs = (corpus_choice, upload.file_id if upload is not None else None, tokenizer_kind, int(bpe_vocab), n_layers,
+          d_model, n_heads, context, positional, dropout, batch_size, learning_rate, int(steps), int(seed))
+notice = st.empty()
+with notice.container():
+    run = stored_result("train", inputs, button="Train")  # a background.TrainingRun
 running = run is not None and run.running
+
+
+def settings_from_inputs() -> train.Settings:
+    """The sidebar as Settings: the upload's text, or the shipped corpus by name (UserError when unusable)."""
+    if corpus_choice == UPLOAD:
+        if upload is None:
+            raise UserError("choose a text file to upload first")
+        corpus = decode_text(upload.name, upload.getvalue())
+    else:
+        corpus = corpus_choice
+    shape = TinyLMConfig(n_layers=n_layers, n_heads=n_heads, d_model=d_model, context_length=context,
+                         positional=positional, dropout=dropout)
+    training = TrainConfig(steps=int(steps), batch_size=batch_size, learning_rate=learning_rate,
+                           eval_every=max(1, min(50, int(steps) // 10)), seed=int(seed))
+    return train.Settings(corpus=corpus, tokenizer=tokenizer_kind, bpe_vocab=int(bpe_vocab), shape=shape,
+                          training=training)
+
+
+def history_downloads(history, loss_chart, skills_chart) -> None:
+    """The curves and evaluations as CSV, the charts as PNG and SVG."""
+    st.caption("Downloads: the loss curves, the evaluations and the skill accuracies (CSV), the charts (PNG, SVG).")
+    frames = frames_of(history)
+    left, middle, right = st.columns(3)
+    downloads(left, "train_loss", frame=frames["loss"], chart=loss_chart)
+    downloads(middle, "train_evaluations", frame=frames["evaluations"])
+    if skills_chart is not None:
+        downloads(right, "train_skills", frame=frames["skills"], chart=skills_chart)
+
 
 # ---- buttons ---------------------------------------------------------------------------------
 train_col, stop_col, resume_col = st.columns(3)
 if train_col.button("Train", type="primary", disabled=running, width="stretch", key="train"):
     try:
-        if corpus_choice == UPLOAD:
-            if upload is None:
-                raise UserError("choose a text file to upload first")
-            corpus = decode_text(upload.name, upload.getvalue())
-        else:
-            corpus = load_corpus(corpus_choice)
-        shape = TinyLMConfig(n_layers=n_layers, n_heads=n_heads, d_model=d_model, context_length=context,
-                             positional=positional, dropout=dropout)
-        training = TrainConfig(steps=int(steps), batch_size=batch_size, learning_rate=learning_rate,
-                               eval_every=max(1, min(50, int(steps) // 10)), seed=int(seed))
-        run = st.session_state["tinylm_run"] = start_training(corpus, tokenizer_kind, int(bpe_vocab), shape, training)
-        st.session_state.pop("tinylm_loaded", None)
+        run = keep_result("train", inputs, start(settings_from_inputs()))
+        st.session_state.pop("train_loaded", None)
+        notice.empty()  # a new run: the stored one's stale caption goes
         running = True
     except UserError as err:
         st.error(str(err))
@@ -95,12 +122,12 @@ if resume_col.button("Resume", disabled=run is None or not run.can_resume, width
 # ---- live training ---------------------------------------------------------------------------
 @st.fragment(run_every=1.0 if running else None)
 def live_training():
-    progress = run.progress()
-    history = progress.history
+    status = run.status()
+    history = status.history
     last_eval = history.evals[-1] if history.evals else None
     recent_train = history.train_loss_nats[-10:]
     cols = st.columns(5)
-    cols[0].metric(f"Step (of {progress.total_steps})", progress.step)
+    cols[0].metric(f"Step (of {status.total_steps})", status.step)
     cols[1].metric("Train loss", f"{sum(recent_train) / len(recent_train):.3f}" if recent_train else "–")
     cols[2].metric("Validation loss", f"{last_eval.val_loss_nats:.3f}" if last_eval else "–",
                    help="nats per token on held-out text; perplexity is e^loss")
@@ -110,33 +137,36 @@ def live_training():
         st.caption(f"Validation perplexity {2.718281828 ** last_eval.val_loss_nats:.2f} "
                    f"(bigram {2.718281828 ** history.bigram_val_loss_nats:.2f}) after "
                    f"{history.train_seconds:.1f} s of training.")
-    st.altair_chart(charts.loss_chart(history, progress.total_steps), width="stretch")
+    loss_chart = charts.loss_chart(history, status.total_steps)
+    st.altair_chart(loss_chart, width="stretch")
     if history.evals:
-        st.dataframe(
-            [{"step": e.step, "val_loss_nats": round(e.val_loss_nats, 4),
-              "val_perplexity": round(2.718281828 ** e.val_loss_nats, 2), "train_seconds": round(e.train_seconds, 1),
-              **{f"skill: {k}": v for k, v in (e.skill_accuracy or {}).items()}} for e in history.evals],
-            width="stretch", hide_index=True,
-        )
+        st.dataframe(history.evaluations_frame(), width="stretch", hide_index=True)
+    skills_chart = None
     if last_eval and last_eval.skill_accuracy:
         st.subheader("Synthetic skills")
         st.caption("Share of held-out probes whose greedy continuation is exactly right, at each evaluation.")
-        st.altair_chart(charts.skills_chart(history, progress.total_steps), width="stretch")
-    if progress.error:
-        st.error(progress.error)
-    if running and not progress.running:
+        skills_chart = charts.skills_chart(history, status.total_steps)
+        st.altair_chart(skills_chart, width="stretch")
+    if status.error:
+        st.error(status.error)
+    if running and not status.running:
         st.rerun(scope="app")  # finished or stopped: redraw the whole page with the exploration tools
+    if not status.running:
+        history_downloads(history, loss_chart, skills_chart)
 
 
-trained: TrainedLM | None = st.session_state.get("tinylm_loaded")
-if run is not None and trained is None:
+result: train.Result | None = st.session_state.get("train_loaded")  # a checkpoint read from disk
+if run is not None and result is None:
     live_training()
     if not running:
-        trained = run.trained()
-elif trained is not None:
-    st.info(f"Exploring checkpoint **{trained.name}** (trained {trained.meta.get('step', '?')} steps "
-            f"on {trained.meta.get('corpus', '?')}).")
-    st.altair_chart(charts.loss_chart(trained.history, trained.total_steps), width="stretch")
+        result = run.result()
+elif result is not None:
+    st.info(f"Exploring checkpoint **{result.trained.name}** (trained {result.trained.meta.get('step', '?')} steps "
+            f"on {result.trained.meta.get('corpus', '?')}).")
+    loaded_chart = charts.loss_chart(result.history, result.total_steps)
+    st.altair_chart(loaded_chart, width="stretch")
+    history_downloads(result.history, loaded_chart, None)
+trained = result.trained if result is not None else None
 
 # ---- checkpoints -----------------------------------------------------------------------------
 st.header("Checkpoints")
@@ -146,7 +176,7 @@ with save_col:
                               placeholder=trained.name if trained else "", help="a name or a folder path")
     if st.button("Save checkpoint", disabled=trained is None, key="save"):
         try:
-            path = str(trained.save(save_name.strip() or trained.name))
+            path = str(result.save(save_name.strip() or None))
             if path not in extra_choices():
                 extra_choices().append(path)  # offered in the sidebar's model picker, for the Logit-lens page
             st.success(f"Saved to {path}. Pick it in the sidebar's model list to explore it on the Logit-lens page.")
@@ -158,7 +188,7 @@ with load_col:
                           disabled=running or not saved)
     if st.button("Load checkpoint", disabled=running or not saved, key="load"):
         try:
-            st.session_state["tinylm_loaded"] = TrainedLM.load(chosen)
+            st.session_state["train_loaded"] = train.Result.load(chosen)
             st.rerun()
         except UserError as err:
             st.error(str(err))
@@ -177,34 +207,37 @@ top_k = gen_cols[1].slider("Top-k", 0, 100, 0, key="top_k", help="0 = sample fro
 new_tokens = gen_cols[2].slider("New tokens", 10, 500, 200, 10, key="new_tokens")
 if st.button("Generate", key="generate"):
     try:
-        st.session_state["tinylm_generated"] = prompt + sample_text(
+        st.session_state["train_generated"] = prompt + sample_text(
             trained.model, trained.tokenizer, prompt, new_tokens, temperature, top_k, seed=int(seed)
         )
     except UserError as err:
         st.error(str(err))
-if "tinylm_generated" in st.session_state:
-    st.code(st.session_state["tinylm_generated"], language=None)
+if "train_generated" in st.session_state:
+    st.code(st.session_state["train_generated"], language=None)
 
 st.header("Attention, layer by layer")
+n_layers_trained = trained.model.config.n_layers
 attention_prompt = st.text_input("Prompt", trained.meta.get("sample_text", "")[:24], key="attention_prompt")
-attention_layer = st.slider("Layer", 0, trained.model.config.n_layers - 1, 0, key="attention_layer") \
-    if trained.model.config.n_layers > 1 else 0
+attention_layer = st.slider("Layer", 0, n_layers_trained - 1, 0, key="attention_layer") if n_layers_trained > 1 else 0
 try:
-    patterns = attention_patterns(trained.model, trained.tokenizer, attention_prompt)
-    st.altair_chart(charts.attention_chart(patterns, attention_layer))
+    patterns = attention_frame(trained.handle, attention_prompt, attention_layer)
+    attention_chart = charts.attention_chart(patterns, attention_layer)
+    st.altair_chart(attention_chart)
+    downloads(st.columns(3)[0], "train_attention", frame=patterns, chart=attention_chart)
 except UserError as err:
     st.error(str(err))
 
 st.header("Activations: 2-D PCA of the residual stream")
 st.caption("Each point is one token of held-out text; nearby points are tokens this layer represents alike.")
 pca_cols = st.columns(2)
-pca_layer = pca_cols[0].slider("After block (0 = embeddings)", 0, trained.model.config.n_layers,
-                               trained.model.config.n_layers, key="pca_layer")
+pca_layer = pca_cols[0].slider("After block (0 = embeddings)", 0, n_layers_trained, n_layers_trained, key="pca_layer")
 colour_by = pca_cols[1].radio("Colour by", ["token", "next_token"], key="pca_colour", horizontal=True,
                               format_func=lambda c: c.replace("_", " "))
 pca_text = st.text_area("Text", trained.meta.get("sample_text", ""), key="pca_text", height=100)
 try:
-    pca = residual_pca(trained.model, trained.tokenizer, pca_text, pca_layer)
-    st.altair_chart(charts.pca_chart(pca.points, colour_by, pca.explained_variance_ratio), width="stretch")
+    pca = residual_pca(trained.handle, pca_text, pca_layer)
+    pca_chart = charts.pca_chart(pca.points, colour_by, pca.explained_variance_ratio)
+    st.altair_chart(pca_chart, width="stretch")
+    downloads(st.columns(3)[0], "train_pca", frame=pca.points, chart=pca_chart)
 except UserError as err:
     st.error(str(err))

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from core.cli import main
-from core.tinylm.checkpoint import load_checkpoint
+from core.analyses.train.checkpoint import load_checkpoint
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TINY = ["--layers", "1", "--heads", "2", "--d-model", "32", "--context", "32", "--batch-size", "8", "--eval-every", "5"]
 
 

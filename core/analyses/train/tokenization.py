@@ -19,6 +19,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # we train in threads;
 TOKENIZER_KINDS = ("char", "bpe")
 PAD, UNK = "<pad>", "<unk>"
 DEFAULT_BPE_VOCAB = 512
+MIN_BPE_VOCAB = 260  # 256 byte tokens + the specials
 
 
 def _wrap(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
@@ -38,10 +39,14 @@ def char_tokenizer(text: str) -> PreTrainedTokenizerFast:
     return _wrap(tokenizer)
 
 
+def check_bpe_vocab(vocab_size: int) -> None:
+    if vocab_size < MIN_BPE_VOCAB:
+        raise UserError(f"BPE vocabulary size must be at least {MIN_BPE_VOCAB} (256 bytes + specials), got {vocab_size}")
+
+
 def bpe_tokenizer(text: str, vocab_size: int = DEFAULT_BPE_VOCAB) -> PreTrainedTokenizerFast:
     """Byte-level BPE (GPT-2 style) trained on `text`: 256 byte tokens plus learned merges."""
-    if vocab_size < 260:
-        raise UserError(f"BPE vocabulary size must be at least 260 (256 bytes + specials), got {vocab_size}")
+    check_bpe_vocab(vocab_size)
     tokenizer = Tokenizer(models.BPE(unk_token=None))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
