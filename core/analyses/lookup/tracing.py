@@ -1,0 +1,286 @@
+"""Causal tracing (Meng et al. 2022, "Locating and Editing Factual Associations in GPT").
+
+Corrupt: Gaussian noise of ``noise`` × the std of the embeddings (seeded) is added to the subject tokens'
+embeddings, as the first block sees them. Restore: in the corrupted run, one state at (layer, position)
+takes its value from the clean run: the residual stream entering a block (``residual``, layer 0 = the
+embeddings), a block's MLP output (``mlp``) or its attention output (``attention``, the input of the
+output projection: every head at once), over a window of ``window`` blocks for the last two. The indirect
+effect is p(answer | restored) − p(answer | corrupted).
+
+Every restoration is one row of a batched pass: the clean and the corrupted passes are recorded once
+(``core.interventions.record``), and rows whose earliest restored layer is l resume from the corrupted
+pass's input to layer l, as the ablations do, so the whole heatmap costs a few forward passes.
+Positions before the subject are the same in both runs (the model is causal): their effect is exactly 0
+and they are not run.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from core import interventions as iv
+from core.analyses.lookup.answers import answer_probs, make_batch
+from core.cache import PerModel
+from core.errors import UserError
+from core.models.handle import ModelHandle
+from core.progress import Progress, quiet
+from core.tokens import token_str
+
+KINDS = ("residual", "mlp", "attention")
+TOKENS_PER_PASS = 8192
+_STD = PerModel()
+
+
+def embedding_std(handle: ModelHandle) -> float:
+    """Std of every entry of the token embeddings, scaled as the first block sees them (Gemma multiplies by √d)."""
+    def compute() -> float:
+        embed = handle.adapter.embed(handle.model)
+        scale = float(getattr(embed, "embed_scale", 1.0)) * float(handle.adapter.embedding_scale(handle.model))
+        return float(embed.weight.detach().float().std()) * scale
+
+    return _STD.get(handle.model, "embedding_std", compute)
+
+
+@dataclass(frozen=True)
+class Restoration:
+    """States to copy from the clean run: ``kind`` at each of ``layers`` and each of ``positions``
+    (``residual``: block inputs 0..n_layers-1; ``mlp`` / ``attention``: blocks 0..n_layers-1)."""
+
+    kind: str
+    layers: tuple[int, ...]
+    positions: tuple[int, ...]
+
+
+@dataclass
+class Corrupted:
+    """A prompt's clean and corrupted passes (both recorded, batch of one) and p(answer) in each."""
+
+    clean: iv.CleanRun
+    corrupt: iv.CleanRun
+    answer_id: int
+    p_clean: float
+    p_corrupt: float
+    noise_std: float
+
+
+def _hidden(args: tuple, kwargs: dict) -> torch.Tensor:
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def _with_hidden(args: tuple, kwargs: dict, hidden: torch.Tensor) -> tuple[tuple, dict]:
+    if args:
+        return (hidden, *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": hidden}
+
+
+def _tile(value, rows: int):
+    """A recorded call's batch-of-one tensors, repeated to ``rows`` rows."""
+    if isinstance(value, torch.Tensor):
+        return value.repeat(rows, *([1] * (value.ndim - 1))) if value.ndim >= 2 and value.shape[0] == 1 else value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_tile(v, rows) for v in value)
+    if isinstance(value, dict):
+        return {k: _tile(v, rows) for k, v in value.items()}
+    return value
+
+
+def corrupt(handle: ModelHandle, ids: Sequence[int], subject: tuple[int, int], answer_id: int,
+            noise: float = 3.0, seed: int = 0) -> Corrupted:
+    """Record the clean pass and the pass with noise on the subject's embeddings."""
+    start, end = subject
+    if not 0 <= start < end <= len(ids):
+        raise UserError(f"the subject's tokens ({start}..{end}) are not inside the prompt's {len(ids)} tokens")
+    batch = make_batch(handle, [ids])
+    std = noise * embedding_std(handle)
+    generator = torch.Generator().manual_seed(seed)
+    delta = torch.randn(end - start, handle.d_model, generator=generator) * std
+
+    def add_noise(module, args, kwargs):
+        hidden = _hidden(args, kwargs).clone()
+        hidden[:, start:end] += delta.to(hidden.device, hidden.dtype)
+        return _with_hidden(args, kwargs, hidden)
+
+    first_block = handle.adapter.layers(handle.model)[0]
+    with handle.lock:
+        clean = iv.record(handle, batch)
+        hook = first_block.register_forward_pre_hook(add_noise, with_kwargs=True)  # before record's own: it sees the noise
+        try:
+            noisy = iv.record(handle, batch)
+        finally:
+            hook.remove()
+    answer = torch.tensor([answer_id])
+    p_clean = float(answer_probs(handle, clean.final, answer)[0][0])
+    p_corrupt = float(answer_probs(handle, noisy.final, answer)[0][0])
+    return Corrupted(clean, noisy, int(answer_id), p_clean, p_corrupt, std)
+
+
+@contextmanager
+def _restoring(handle: ModelHandle, run: Corrupted, restorations: Sequence[Restoration]):
+    """Hooks under which row i of a batch takes ``restorations[i]``'s states from the clean run."""
+    blocks = handle.adapter.layers(handle.model)
+    where: dict[tuple[str, int], tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
+    for row, r in enumerate(restorations):
+        for layer in r.layers:
+            rows, positions = where[(r.kind, layer)]
+            rows += [row] * len(r.positions)
+            positions += list(r.positions)
+    clean_heads = run.clean.activations.heads  # [layer, 1, pos, head, head_dim]
+
+    def set_rows(tensor, rows, positions, values):
+        new = tensor.clone()
+        new[rows, positions] = values.to(new.device, new.dtype)
+        return new
+
+    def residual_hook(layer, rows, positions):
+        clean = _hidden(*run.clean.calls[layer])[0]
+
+        def hook(module, args, kwargs):
+            return _with_hidden(args, kwargs, set_rows(_hidden(args, kwargs), rows, positions, clean[positions]))
+        return hook
+
+    def attention_hook(layer, rows, positions):
+        clean = clean_heads[layer, 0].flatten(-2)  # [pos, n_heads * head_dim]
+
+        def hook(module, args, kwargs):
+            return _with_hidden(args, kwargs, set_rows(_hidden(args, kwargs), rows, positions, clean[positions]))
+        return hook
+
+    def mlp_hook(layer, rows, positions):
+        clean = run.clean.activations.mlps[layer, 0]
+
+        def hook(module, args, output):
+            out = output[0] if isinstance(output, tuple) else output
+            new = set_rows(out, rows, positions, clean[positions])
+            return (new, *output[1:]) if isinstance(output, tuple) else new
+        return hook
+
+    hooks = []
+    try:
+        for (kind, layer), (rows, positions) in where.items():
+            block = blocks[layer]
+            if kind == "residual":
+                hooks.append(block.register_forward_pre_hook(residual_hook(layer, rows, positions), with_kwargs=True))
+            elif kind == "attention":
+                hooks.append(handle.adapter.attn_out_proj(block).register_forward_pre_hook(
+                    attention_hook(layer, rows, positions), with_kwargs=True))
+            else:
+                hooks.append(handle.adapter.mlp(block).register_forward_hook(mlp_hook(layer, rows, positions)))
+        yield
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def _check(handle: ModelHandle, run: Corrupted, restorations: Sequence[Restoration]) -> None:
+    n_positions = run.clean.n_positions
+    for r in restorations:
+        if r.kind not in KINDS:
+            raise UserError(f"unknown restoration '{r.kind}': choose one of {', '.join(KINDS)}")
+        if not r.layers or not all(0 <= l < handle.n_layers for l in r.layers):
+            raise UserError(f"restored layers {r.layers} are outside 0..{handle.n_layers - 1}")
+        if not all(0 <= p < n_positions for p in r.positions):
+            raise UserError(f"restored positions {r.positions} are outside the prompt's {n_positions} tokens")
+
+
+def restore(handle: ModelHandle, run: Corrupted, restorations: Sequence[Restoration],
+            max_tokens: int = TOKENS_PER_PASS, progress: Progress | None = None) -> np.ndarray:
+    """p(answer) in the corrupted run with each restoration applied (one row each, batched)."""
+    _check(handle, run, restorations)
+    progress = progress or quiet
+    blocks = handle.adapter.layers(handle.model)
+    by_start: dict[int, list[int]] = defaultdict(list)
+    for i, r in enumerate(restorations):
+        by_start[min(r.layers)].append(i)
+    per_pass = max(1, max_tokens // run.corrupt.n_positions)
+    out = np.zeros(len(restorations))
+    work = sum((handle.n_layers - s) * len(ix) for s, ix in by_start.items()) or 1
+    done = 0
+    for start in sorted(by_start):
+        for first in range(0, len(by_start[start]), per_pass):
+            chunk = by_start[start][first:first + per_pass]
+            rows = len(chunk)
+            with handle.lock, torch.inference_mode(), _restoring(handle, run, [restorations[i] for i in chunk]):
+                hidden = _hidden(*run.corrupt.calls[start]).repeat(rows, 1, 1)
+                for index in range(start, handle.n_layers):
+                    args, kwargs = run.corrupt.calls[index]
+                    new_args, new_kwargs = _with_hidden(_tile(args, rows), _tile(kwargs, rows), hidden)
+                    output = blocks[index](*new_args, **new_kwargs)
+                    hidden = output[0] if isinstance(output, tuple) else output
+                p, _ = answer_probs(handle, hidden[:, -1], torch.full((rows,), run.answer_id))
+            out[chunk] = p.numpy()
+            done += (handle.n_layers - start) * rows
+            progress(done / work, f"restorations from layer {start}: {rows} in one pass")
+    return out
+
+
+@dataclass
+class Trace:
+    """Indirect effects of one fact. ``effects[kind]`` is Float[array, "layer position"] over every
+    position of the prompt: ``residual`` has n_layers + 1 rows (0 = embeddings, n_layers = the output),
+    ``mlp`` and ``attention`` one per block."""
+
+    tokens: list[str]
+    subject: tuple[int, int]
+    answer: str
+    p_clean: float
+    p_corrupt: float
+    noise_std: float
+    window: int
+    effects: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def peak(self, kind: str = "residual") -> dict:
+        """Where the indirect effect is largest."""
+        effect = self.effects[kind]
+        layer, position = np.unravel_index(int(np.argmax(effect)), effect.shape)
+        return {"kind": kind, "layer": int(layer), "position": int(position), "token": self.tokens[position],
+                "indirect_effect": float(effect[layer, position])}
+
+    def frame(self) -> pd.DataFrame:
+        """One row per (kind, layer, position): kind, layer, position, token, subject, indirect_effect."""
+        rows = []
+        for kind, effect in self.effects.items():
+            for layer in range(effect.shape[0]):
+                for position, token in enumerate(self.tokens):
+                    rows.append((kind, layer, position, token, self.subject[0] <= position < self.subject[1],
+                                 float(effect[layer, position])))
+        return pd.DataFrame(rows, columns=["kind", "layer", "position", "token", "subject", "indirect_effect"])
+
+
+def window_of(layer: int, window: int, n_layers: int) -> tuple[int, ...]:
+    """``window`` blocks centred on ``layer`` (clipped to the model)."""
+    low = max(0, min(layer - window // 2, n_layers - window))
+    return tuple(range(low, min(n_layers, low + window)))
+
+
+def trace(handle: ModelHandle, ids: Sequence[int], subject: tuple[int, int], answer_id: int, *,
+          noise: float = 3.0, seed: int = 0, kinds: Sequence[str] = KINDS, window: int = 1,
+          progress: Progress | None = None) -> Trace:
+    """Every (layer, position) restoration of every kind in ``kinds``, batched."""
+    if not 1 <= window <= handle.n_layers:
+        raise UserError(f"the restoration window must be 1..{handle.n_layers} layers, got {window}")
+    run = corrupt(handle, ids, subject, answer_id, noise, seed)
+    n, n_layers = len(ids), handle.n_layers
+    positions = range(subject[0], n)  # earlier positions are untouched by the noise: effect 0
+    restorations, cells = [], []
+    for kind in kinds:
+        for layer in range(n_layers):
+            layers = (layer,) if kind == "residual" else window_of(layer, window, n_layers)
+            for position in positions:
+                restorations.append(Restoration(kind, layers, (position,)))
+                cells.append((kind, layer, position))
+    p = restore(handle, run, restorations, progress=progress)
+    effects = {kind: np.zeros((n_layers + (kind == "residual"), n)) for kind in kinds}
+    for (kind, layer, position), value in zip(cells, p):
+        effects[kind][layer, position] = value - run.p_corrupt
+    if "residual" in effects:  # the output layer: only the last position reaches the prediction
+        effects["residual"][n_layers, n - 1] = run.p_clean - run.p_corrupt
+    tokens = [token_str(handle.tokenizer, t) for t in ids]
+    return Trace(tokens, subject, token_str(handle.tokenizer, answer_id), run.p_clean, run.p_corrupt,
+                 run.noise_std, window, effects)
