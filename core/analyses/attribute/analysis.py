@@ -136,7 +136,7 @@ def _unembedding_row(handle: ModelHandle, token_id: int) -> tuple[torch.Tensor, 
     unembed = handle.adapter.unembed(handle.model)
     row = unembed.weight[token_id].detach().double().cpu()
     bias = getattr(unembed, "bias", None)
-    return row, float(bias[token_id]) if isinstance(bias, torch.Tensor) else 0.0
+    return row, float(bias.detach()[token_id]) if isinstance(bias, torch.Tensor) else 0.0
 
 
 def attribute(handle: ModelHandle, parts: Decomposition, target_id: int, versus_id: int | None

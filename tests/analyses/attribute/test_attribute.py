@@ -7,7 +7,7 @@ import torch
 
 from core.analyses.attribute import Settings, run
 from core.analyses.attribute.charts import heads_heatmap, layer_bars, layer_bars_frame
-from core.analyses.attribute.decompose import decompose, freeze_norm
+from core.analyses.attribute.decompose import decompose, freeze_norm, head_outputs
 from core.errors import UserError
 from tests import tiny
 
@@ -21,7 +21,18 @@ def _handle(family):
 
 
 def _fresh(family):
-    return tiny.handle(family, style="gpt2" if family == "gpt2" else "llama")
+    """A tiny model whose norm scales and biases are random (at init they are 1 and 0, which would hide a
+    wrong γ or a forgotten bias); GPT-2's unembedding gets a bias, which no tiny family has otherwise."""
+    handle = tiny.handle(family, style="gpt2" if family == "gpt2" else "llama")
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for parameter in handle.model.parameters():
+            if parameter.ndim == 1:
+                parameter.add_(0.3 * torch.randn(parameter.shape, generator=generator))
+        if family == "gpt2":
+            unembed = handle.adapter.unembed(handle.model)
+            unembed.bias = torch.nn.Parameter(torch.randn(unembed.out_features, generator=generator))
+    return handle
 
 
 def _final_residual(handle, prompt, position):
@@ -107,6 +118,28 @@ def test_zeroing_one_head_removes_exactly_its_part(family):
     part = parts.vectors[parts.names.index(f"L{layer}H{head}")]
     assert part.abs().max() > 1e-2
     assert torch.allclose(removed, part, atol=1e-5)
+
+
+def test_heads_of_a_projection_without_a_float_weight_come_from_running_it():
+    """Quantized projections (bitsandbytes packs the weight) are split by running the module once per head."""
+    handle = _handle("gpt_neox")  # its output projection has a bias
+    dense = handle.adapter.attn_out_proj(handle.adapter.layers(handle.model)[0])
+
+    class Packed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.in_features = dense.in_features
+            self.weight = torch.zeros(3, dtype=torch.uint8)  # not a float matrix, as Linear4bit's Params4bit
+            self.bias = dense.bias
+
+        def forward(self, x):
+            return dense(x)
+
+    z = torch.randn(dense.in_features, generator=torch.Generator().manual_seed(0))
+    exact = head_outputs(dense, z, handle.n_heads)
+    assert exact.shape == (handle.n_heads, handle.d_model) and dense.bias.abs().max() > 0
+    assert torch.allclose(head_outputs(Packed(), z, handle.n_heads), exact, atol=1e-5)
+    assert torch.allclose(exact.sum(0), (dense(z) - dense.bias).double(), atol=1e-5)
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma3", "gpt2"])
