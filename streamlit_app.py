@@ -16,6 +16,7 @@ PAGES = [
     st.Page("pages/arithmetic.py", title="Numerals and arithmetic", icon="🧮"),
     st.Page("pages/quanta.py", title="Quanta", icon="🧩"),
     st.Page("pages/train.py", title="Train from scratch", icon="🏋️"),
+    st.Page("pages/lookup.py", title="Key–value lookup", icon="🗝️"),
 ]
 
 navigation = st.navigation(PAGES)

@@ -1,0 +1,157 @@
+"""Page: key–value lookup. Does the model work like a hash map, in its context and in its weights?"""
+
+import streamlit as st
+
+from core.analyses import lookup
+from core.analyses.lookup.charts import (
+    ablation_chart, capacity_chart, group_chart, head_heatmap, layer_chart, position_chart, trace_heatmap,
+)
+from core.analyses.lookup.incontext import LIST_TITLES
+from core.analyses.lookup.tracing import KINDS
+from ui.model import current_model
+from ui.results import downloads, run_analysis
+from ui.shell import require_shell
+
+require_shell()  # a deep link to a fresh server runs this file alone: go through the app
+
+st.title("🗝️ Key–value lookup")
+st.markdown(
+    "Does the model work like a **hash map**? *In context*: a prompt lists K `key: value` pairs, then asks for one "
+    "key; how does accuracy fall as K grows, and with the queried pair's position, a shared value or a misspelt "
+    "key? The logit lens at the answer position shows the layer where the value appears, and the heads that "
+    "attend from there to the queried pair are confirmed by ablating them. *In the weights*: subject → attribute "
+    "facts, zero-shot; **causal tracing** (Meng et al. 2022) corrupts the subject's embeddings with noise and "
+    "restores one state at a time to find where the fact is recalled (for GPT-2 XL: mid-layer MLPs at the last "
+    "subject token), and the most active MLP neurons there are read as key–value memories (Geva et al. 2021)."
+)
+
+handle = current_model()
+TASKS = {"incontext": "In context (K pairs, then a query)", "facts": "Facts (in the weights)"}
+task = st.radio("Lookup", list(TASKS), format_func=TASKS.get, horizontal=True, key="lookup_task")
+
+if task == "incontext":
+    with st.form("lookup_incontext"):
+        left, middle, right = st.columns(3)
+        lists = left.selectbox("Pairs", list(LIST_TITLES), format_func=LIST_TITLES.get)
+        pairs = middle.multiselect("K values (pairs per prompt)", [1, 2, 4, 8, 16, 32, 64], default=[2, 4, 8],
+                                   help="the largest K is where the conditions, the lens and the heads are measured")
+        n = right.slider("Prompts per K and condition", 1, 50, 4)
+        perturb = left.checkbox("Also collisions (two keys share a value) and typos in the query key", value=True)
+        top_heads = middle.slider("Heads to confirm by ablation", 0, 16, 4)
+        ablation = right.radio("Ablated head's value", ["mean", "zero"], horizontal=True,
+                               format_func={"mean": "mean over prompts", "zero": "zero"}.get)
+        seed = left.number_input("Seed", 0, 2**31 - 1, 0)
+        submitted = st.form_submit_button("Run", type="primary")
+    settings = lookup.Settings(task="incontext", n=int(n), seed=int(seed), pairs=tuple(sorted(pairs)), lists=lists,
+                               perturb=perturb, top_heads=int(top_heads), ablation=ablation)
+    if not pairs:
+        st.warning("Choose at least one K value.")
+        st.stop()
+else:
+    with st.form("lookup_facts"):
+        upload = st.file_uploader("Your own facts (optional): a CSV with columns prompt,answer "
+                                  "(and subject, to trace them)", type=["csv", "txt"])
+        left, middle, right = st.columns(3)
+        n = left.number_input("Facts (first N; 0 = all)", 0, 5000, 20)
+        shots = middle.number_input("Solved facts before each prompt (few-shot)", 0, 16, 0)
+        seed = right.number_input("Seed", 0, 2**31 - 1, 0)
+        trace_fact = left.number_input("Fact to trace (row, from 0; -1 = the first one the model gets right)", -1, 4999, -1)
+        noise = middle.slider("Noise (× the embeddings' std)", 0.0, 10.0, 3.0, 0.5)
+        window = right.slider("Layers restored together (MLP / attention)", 1, handle.n_layers, 1)
+        kinds = left.multiselect("Restore", list(KINDS), default=list(KINDS))
+        neurons = middle.slider("MLP neurons per layer", 0, 20, 5)
+        top_heads = right.slider("Heads to confirm by ablation", 0, 16, 4)
+        submitted = st.form_submit_button("Run", type="primary")
+    facts_csv = upload.getvalue() if upload is not None else None
+    settings = lookup.Settings(task="facts", n=int(n), seed=int(seed), facts_csv=facts_csv, shots=int(shots),
+                               trace_fact=int(trace_fact), noise=float(noise), window=int(window),
+                               kinds=tuple(kinds), neurons=int(neurons), top_heads=int(top_heads))
+
+result = run_analysis(f"lookup_{task}", lookup.run, handle, settings, submitted=submitted, button="Run")
+if result is None:
+    st.info("Choose the settings and press **Run**." if task == "incontext" else
+            "The shipped list has 210 facts in 9 relations and 4 languages (assets/facts.csv). Press **Run**.")
+    st.stop()
+
+frames = result.frames()
+for note in result.notes:
+    st.info(note)
+heads = result.heads
+a, b, c = st.columns(3)
+main_label = f"Accuracy at K = {result.settings.main_k}" if task == "incontext" else "Accuracy (zero-shot greedy)" \
+    if result.settings.shots == 0 else f"Accuracy ({result.settings.shots}-shot)"
+a.metric(main_label, f"{result.accuracy:.0%}", f"{int(result.main.sum())} prompts", delta_color="off")
+first = result.first_correct_layer
+b.metric("Answer top-1 from layer", "never" if first is None else str(first),
+         f"median; of {result.n_layers}", delta_color="off")
+if not heads.table.empty:
+    strongest = heads.table.sort_values("pct_of_full").iloc[0]
+    c.metric("Strongest confirmed head", strongest["component"],
+             f"{strongest['pct_of_full']:.0f}% of p(answer) left", delta_color="off")
+
+layers_plot = layer_chart(frames["layers"], first)
+name = f"lookup_{task}"
+if task == "incontext":
+    capacity = capacity_chart(frames["by_pairs"])
+    positions = position_chart(frames["by_position"], result.settings.main_k)
+    left, right = st.columns(2)
+    left.altair_chart(capacity, width="stretch")
+    right.altair_chart(positions, width="stretch")
+    conditions = group_chart(frames["by_condition"], "condition",
+                             f"Collisions and typos (K = {result.settings.main_k})")
+    left, right = st.columns(2)
+    left.altair_chart(conditions, width="stretch")
+    right.altair_chart(layers_plot, width="stretch")
+    st.subheader("Accuracy by K")
+    st.dataframe(frames["by_pairs"], hide_index=True, width="stretch")
+else:
+    relations = group_chart(frames["by_relation"], "relation", "Accuracy by relation")
+    left, right = st.columns(2)
+    left.altair_chart(relations, width="stretch")
+    right.altair_chart(layers_plot, width="stretch")
+
+st.subheader("Retrieval heads")
+st.caption(f"Attention read from {heads.attention_prompts} prompts; each outlined head ablated "
+           f"({heads.ablation}) on all {int(result.main.sum())}: p(answer) as a % of the full model's "
+           f"({heads.full_p:.3f}).")
+heatmap = head_heatmap(frames["head_attention"], heads.table)
+left, right = st.columns(2)
+left.altair_chart(heatmap, width="stretch")
+ablations = None
+if not heads.table.empty:
+    ablations = ablation_chart(heads.table, heads.together)
+    right.altair_chart(ablations, width="stretch")
+    st.dataframe(heads.table, hide_index=True, width="stretch")
+
+traces = {}
+if task == "facts" and result.trace is not None:
+    t = result.trace
+    st.subheader(f"Causal tracing: “{result.traced['prompt']}” → {result.traced['answer']}")
+    st.caption(f"p(answer) clean {t.p_clean:.3f}, with noise ({t.noise_std:.3f} per dimension) on the subject "
+               f"{t.p_corrupt:.3f}. Each cell: p with that state restored from the clean run, minus the corrupted p.")
+    if t.effects:
+        tabs = st.tabs([f"Restore {kind}" for kind in t.effects])
+        for tab, kind in zip(tabs, t.effects):
+            peak = t.peak(kind)
+            traces[kind] = trace_heatmap(frames["trace"], kind, t.subject)
+            tab.altair_chart(traces[kind], width="stretch")
+            tab.caption(f"Peak: layer {peak['layer']}, position {peak['position']} ('{peak['token']}'), "
+                        f"effect {peak['indirect_effect']:.3f}.")
+    if result.neurons is not None:
+        st.subheader("MLP neurons at the last subject token")
+        st.caption("Per layer, the neurons whose contribution |activation| · ‖value vector‖ is largest, and the "
+                   "tokens their value vector promotes through the unembedding.")
+        st.dataframe(result.neurons, hide_index=True, width="stretch")
+
+with st.expander("Every prompt"):
+    st.dataframe(frames["prompts"], hide_index=True, width="stretch")
+
+st.caption("Downloads: every prompt (CSV), the layer curve, the head attention and the charts (PNG, SVG).")
+columns = st.columns(4)
+downloads(columns[0], f"{name}_prompts", frame=frames["prompts"])
+downloads(columns[1], f"{name}_layers", frame=frames["layers"], chart=layers_plot)
+downloads(columns[2], f"{name}_heads", frame=frames["head_attention"], chart=heatmap)
+if "trace" in frames:
+    downloads(columns[3], f"{name}_trace", frame=frames["trace"], chart=next(iter(traces.values()), None))
+elif ablations is not None:
+    downloads(columns[3], f"{name}_ablations", frame=heads.table, chart=ablations)
