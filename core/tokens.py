@@ -120,6 +120,10 @@ def single_token(tokenizer, text: str, vocab_size: int | None = None, what: str 
     """
     if not text:
         raise UserError(f"the {what} token is empty: give one token, e.g. ' Paris'")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: bytes that were not UTF-8 (e.g. a shell argument)
+        raise UserError(f"the {what} token is not valid Unicode text (it holds bytes that are not UTF-8): retype it") from None
     if re.fullmatch(r"#\d+", text):
         token_id, size = int(text[1:]), vocab_size or len(tokenizer)
         if token_id >= size:

@@ -161,9 +161,10 @@ def test_bad_requests_are_one_line_user_errors():
         (Settings(prompt=PROMPT, target=" Paris"), "2 tokens ('Pa', 'ris')"),
         (Settings(prompt=PROMPT, target="#99999"), "outside the vocabulary"),
         (Settings(prompt=PROMPT, target=" capital", versus="capital"), "same token"),
+        (Settings(prompt=PROMPT, target=" capital", versus="from a shell \udcff"), "not valid Unicode"),
     ]
     for settings, message in cases:
-        with pytest.raises(UserError, match=None) as err:
+        with pytest.raises(UserError) as err:
             run(handle, settings)
         assert message in str(err.value) and "\n" not in str(err.value)
     unknown = tiny.handle("llama", style="sentencepiece")
