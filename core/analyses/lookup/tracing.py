@@ -10,8 +10,8 @@ effect is p(answer | restored) − p(answer | corrupted).
 Every restoration is one row of a batched pass: the clean and the corrupted passes are recorded once
 (``core.interventions.record``), and rows whose earliest restored layer is l resume from the corrupted
 pass's input to layer l, as the ablations do, so the whole heatmap costs a few forward passes.
-Positions before the subject are the same in both runs (the model is causal): their effect is exactly 0
-and they are not run.
+Positions before the subject are the same in both runs (the model is causal), and so are the embeddings
+after it: their effect is exactly 0 and they are not run.
 """
 
 from __future__ import annotations
@@ -273,6 +273,8 @@ def trace(handle: ModelHandle, ids: Sequence[int], subject: tuple[int, int], ans
         for layer in range(n_layers):
             layers = (layer,) if kind == "residual" else window_of(layer, window, n_layers)
             for position in positions:
+                if kind == "residual" and layer == 0 and position >= subject[1]:
+                    continue  # the embeddings after the subject carry no noise: restoring them is no change
                 restorations.append(Restoration(kind, layers, (position,)))
                 cells.append((kind, layer, position))
     p = restore(handle, run, restorations, progress=progress)
