@@ -3,11 +3,13 @@
 import pandas as pd
 import streamlit as st
 
-from core.analyses.sequences import ABLATIONS, TASKS, SeqSettings, compare_circuits, find_circuit, inspect_head, run_sweep
-from core.charts.sequences import (
-    attention_heatmap, circuit_heatmap, head_heatmap, method_scatter, mlp_bars, successor_bars, to_png,
+from core.analyses import sequences as sq
+from core.analyses.sequences.charts import (
+    attention_heatmap, circuit_heatmap, head_heatmap, method_scatter, mlp_bars, successor_bars,
 )
-from ui.model import current_model, model_key, run_safely
+from core.interventions import ABLATIONS
+from ui.model import current_model, model_key
+from ui.results import downloads, keep_result, run_analysis, run_with_progress, stored_result
 from ui.shell import require_shell
 
 require_shell()  # a deep link to a fresh server runs this file alone: go through the app
@@ -32,21 +34,10 @@ METHOD_LABELS = {
 }
 
 
-def progress_bar():
-    bar = st.progress(0.0, text="Starting…")
-    return bar, (lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m))
-
-
-def download_png(column, label: str, chart, file_name: str, key: str) -> None:
-    png = to_png(chart)
-    if png is not None:
-        column.download_button(label, png, file_name=file_name, mime="image/png", key=key)
-
-
 # -- main run --------------------------------------------------------------------------------------------
 with st.form("seq"):
     left, middle, right = st.columns(3)
-    task = left.selectbox("Task", list(TASKS), format_func=lambda t: TASKS[t].title)
+    task = left.selectbox("Task", list(sq.TASKS), format_func=lambda t: sq.TASKS[t].title)
     template = middle.radio("Form", ["bare", "sentence"], horizontal=True,
                             format_func={"bare": "bare sequence", "sentence": "inside sentences"}.get)
     ablation = right.radio("Removed component's value", ABLATIONS, horizontal=True,
@@ -64,75 +55,68 @@ with st.form("seq"):
                               placeholder="1 2 3 4 | 7 2 9 4 | 5 | 4\n3 4 5 6 | 2 8 1 6 | 7 | 6", height=100)
     submitted = st.form_submit_button("Run", type="primary")
 
-settings = SeqSettings(task=task, template=template, n=int(n), seed=int(seed), length=int(length),
-                       first_token=first_token, custom=custom, ablation=ablation)
-run_safely(settings.validate)
-request = (model_key(), settings, method, int(top_k))
-if submitted:
-    bar, report = progress_bar()
-    result = run_safely(run_sweep, handle, settings, method, int(top_k), report)
-    bar.empty()
-    st.session_state["seq_result"] = (request, result)
-
-stored = st.session_state.get("seq_result")
-if stored is None:
+settings = sq.Settings(task=task, template=template, n=int(n), seed=int(seed), length=int(length),
+                       first_token=first_token, custom=custom, ablation=ablation, method=method, top_k=int(top_k))
+result = run_analysis("sequences", sq.run, handle, settings, submitted=submitted)
+if result is None:
     st.info("Choose a task and press **Run**.")
     st.stop()
-if stored[0] != request:
-    st.caption("The settings changed since these results: press **Run** to update them.")
-result = stored[1]
-prompts, main = result.prompts, result.main
+sweeps, frames = result.sweeps, result.frames()
+prompts, main = sweeps.prompts, sweeps.main
 
 st.caption(f"Prompts: {prompts.summary()}; {prompts.n_tokens} tokens each.")
 cols = st.columns(4)
 cols[0].metric("Full logit difference", f"{main.full_logit_diff:.3f}")
 cols[1].metric("Prompt pairs", main.n_prompts)
-best = result.best_head()  # measured exactly wherever exact ablation ran
+best = sweeps.best_head()  # measured exactly wherever exact ablation ran
 cols[2].metric("Most important head", best["component"], f"{best['pct_of_full']:.0f}% of full left", delta_color="off", delta_arrow="off")
-if result.spearman_heads is not None:
-    cols[3].metric("Spearman ρ (heads)", f"{result.spearman_heads:.2f}",
+if sweeps.spearman_heads is not None:
+    cols[3].metric("Spearman ρ (heads)", f"{sweeps.spearman_heads:.2f}",
                    help="Spearman ρ between attribution estimates and exact ablation, over every head measured "
                         "exactly")
-if result.method == "both" and result.exact_estimate_s is not None:
-    unconfirmed = result.unconfirmed_heads
+if sweeps.method == "both" and sweeps.exact_estimate_s is not None:
+    unconfirmed = sweeps.unconfirmed_heads
     if unconfirmed:
-        st.warning(f"Exact ablation of every head would take about {result.exact_estimate_s:.0f} s here, so "
-                   f"attribution patching ranked the heads and exact ablation checked {len(result.exact.heads)} of "
-                   f"them (its top-{top_k} and as many at random). **{len(unconfirmed)} heads are estimates only**, "
-                   f"and attribution misses saturated heads: " + ", ".join(unconfirmed[:12])
+        st.warning(f"Exact ablation of every head would take about {sweeps.exact_estimate_s:.0f} s here, so "
+                   f"attribution patching ranked the heads and exact ablation checked {len(sweeps.exact.heads)} of "
+                   f"them (its top-{result.settings.top_k} and as many at random). **{len(unconfirmed)} heads are "
+                   f"estimates only**, and attribution misses saturated heads: " + ", ".join(unconfirmed[:12])
                    + (" …" if len(unconfirmed) > 12 else ""))
     else:
-        st.caption(f"Every head and MLP was ablated exactly (estimated {result.exact_estimate_s:.0f} s on this "
+        st.caption(f"Every head and MLP was ablated exactly (estimated {sweeps.exact_estimate_s:.0f} s on this "
                    "model); attribution patching is shown beside it for comparison.")
 with st.expander("The prompts"):
-    st.dataframe(prompts.frame().round(3), width="stretch", hide_index=True)
+    st.dataframe(frames["prompts"].round(3), width="stretch", hide_index=True)
 
-sweeps = [main] + [s for s in (result.exact, result.attribution) if s is not None and s is not main]
+tabs_of = [main] + [s for s in (sweeps.exact, sweeps.attribution) if s is not None and s is not main]
 tabs = st.tabs([("Exact ablation" if s.method == "ablation" else "Attribution patching")
-                + (f" ({len(s.heads)} heads)" if len(s.heads) < handle.n_layers * handle.n_heads else "") for s in sweeps])
-for tab, sweep in zip(tabs, sweeps):
+                + (f" ({len(s.heads)} heads)" if len(s.heads) < handle.n_layers * handle.n_heads else "") for s in tabs_of])
+for tab, sweep in zip(tabs, tabs_of):
     with tab:
         label = "exact" if sweep.method == "ablation" else "attribution estimate"
         heat = head_heatmap(sweep.heads, f"Without each head ({label})")
+        bars = mlp_bars(sweep.mlps, "Without each MLP")
         st.caption(f"Colour and number: % of the full logit difference left when the head's output takes its "
                    f"{sweep.ablation}-ablation value ({label}); hover a cell for the values.")
         left, right = st.columns([3, 2])
         left.altair_chart(heat, width="stretch")
-        right.altair_chart(mlp_bars(sweep.mlps, "Without each MLP"), width="stretch")
-        st.dataframe(sweep.ranked().round(3), width="stretch", hide_index=True, height=320)
-        c1, c2, c3 = st.columns(3)
-        c1.download_button("Heads and MLPs (CSV)", sweep.ranked().to_csv(index=False).encode("utf-8"),
-                           file_name=f"seq_{sweep.task}_{sweep.method}.csv", mime="text/csv", key=f"csv_{sweep.method}")
-        c2.download_button("Prompts (CSV)", prompts.frame().to_csv(index=False).encode("utf-8"),
-                           file_name=f"seq_{sweep.task}_prompts.csv", mime="text/csv", key=f"prompts_{sweep.method}")
-        download_png(c3, "Heatmap (PNG)", heat, f"seq_{sweep.task}_{sweep.method}.png", f"png_{sweep.method}")
+        right.altair_chart(bars, width="stretch")
+        st.dataframe(frames[sweep.method].round(3), width="stretch", hide_index=True, height=320)
+        st.caption("Downloads: heads and MLPs, largest drop first, and the prompts (CSV); the heatmap and the "
+                   "MLP bars (PNG, SVG).")
+        c1, c2, c3, c4 = st.columns(4)
+        downloads(c1, f"seq_{sweep.task}_{sweep.method}", frame=frames[sweep.method])
+        downloads(c2, f"seq_{sweep.task}_prompts", frame=frames["prompts"], key=f"seq_{sweep.task}_prompts_{sweep.method}")
+        downloads(c3, f"seq_{sweep.task}_{sweep.method}_heads", chart=heat)
+        downloads(c4, f"seq_{sweep.task}_{sweep.method}_mlps", chart=bars)
 
-comparison = result.comparison()
-if len(comparison):
+if "comparison" in frames:
     st.subheader("Attribution patching vs exact ablation")
-    st.altair_chart(method_scatter(comparison, result.spearman_heads), width="stretch")
+    scatter = method_scatter(frames["comparison"], sweeps.spearman_heads)
+    st.altair_chart(scatter, width="stretch")
     st.caption("Attribution is a first-order estimate from one forward/backward pair: it is cheap on big models, "
                "but misses saturating effects. Confirm the heads it ranks highest exactly.")
+    downloads(st.columns(4)[0], f"seq_{main.task}_methods", frame=frames["comparison"], chart=scatter)
 
 # -- circuit search --------------------------------------------------------------------------------------
 st.header("Circuit search")
@@ -143,30 +127,20 @@ with st.form("circuit"):
     left, middle, right = st.columns(3)
     threshold = left.slider("Threshold (% of the metric that may be lost)", 1, 60, 20)
     include_mlps = middle.checkbox("Prune MLPs too", value=False)
-    other = right.selectbox("Compare with task", ["(none)"] + [t for t in TASKS], format_func=lambda t: TASKS[t].title if t in TASKS else t)
+    other = right.selectbox("Compare with task", ["(none)"] + list(sq.TASKS),
+                            format_func=lambda t: sq.TASKS[t].title if t in sq.TASKS else t)
     find = st.form_submit_button("Find the circuit")
-circuit_request = (request[:2], threshold, include_mlps, other)
+circuit_request = (model_key(), settings.circuit_key(), threshold, include_mlps, other)
 if find:
-    bar, report = progress_bar()
     if other == "(none)":
-        found = run_safely(find_circuit, handle, settings, float(threshold), include_mlps, report)
+        found = run_with_progress(sq.find_circuit, handle, settings, float(threshold), include_mlps)
     else:
-        found = run_safely(compare_circuits, handle, settings, other, float(threshold), include_mlps, report)
-    bar.empty()
-    st.session_state["seq_circuit"] = (circuit_request, found)
-stored_circuit = st.session_state.get("seq_circuit")
-if stored_circuit is not None:
-    if stored_circuit[0] != circuit_request:
-        st.caption("The settings changed since this circuit was found: press **Find the circuit** to update it.")
-    found = stored_circuit[1]
-    circuits = [found] if hasattr(found, "heads") else [found.a, found.b]
-    first = circuits[0].frame(handle.n_layers, handle.n_heads)
-    if len(circuits) == 1:
-        first["membership"] = first["in_circuit"].map({True: "in circuit", False: "no"})
-    else:
-        second = circuits[1].frame(handle.n_layers, handle.n_heads)["in_circuit"]
-        first["membership"] = [("both" if a and b else "first task" if a else "second task" if b else "no")
-                               for a, b in zip(first["in_circuit"], second)]
+        found = run_with_progress(sq.compare_circuits, handle, settings, other, float(threshold), include_mlps)
+    keep_result("sequences_circuit", circuit_request, found)
+found = stored_result("sequences_circuit", circuit_request, button="Find the circuit")
+if found is not None:
+    circuits = [found] if isinstance(found, sq.Circuit) else [found.a, found.b]
+    heads_in = sq.membership(found, handle.n_layers, handle.n_heads)
     cols = st.columns(len(circuits) + (1 if len(circuits) == 2 else 0))
     for col, circuit in zip(cols, circuits):
         col.metric(f"{circuit.task}: heads in circuit", len(circuit.heads),
@@ -175,7 +149,7 @@ if stored_circuit is not None:
         cols[2].metric("Shared components", len(found.shared), f"Jaccard {found.jaccard:.2f}", delta_color="off", delta_arrow="off")
         st.caption(f"Shared: {', '.join(found.shared) or 'none'} · only {found.a.task}: {', '.join(found.only_a) or 'none'}"
                    f" · only {found.b.task}: {', '.join(found.only_b) or 'none'}")
-    chart = circuit_heatmap(first, "Heads in the circuit" + ("s" if len(circuits) == 2 else ""))
+    chart = circuit_heatmap(heads_in, "Heads in the circuit" + ("s" if len(circuits) == 2 else ""))
     st.columns([3, 2])[0].altair_chart(chart, width="stretch")
     st.caption("Circuit: " + "; ".join(f"{c.task}: {', '.join(x.label for x in c.heads)}"
                                         + (f" + {len(c.mlps)} MLPs" if c.mlps else "") for c in circuits))
@@ -183,9 +157,8 @@ if stored_circuit is not None:
     with st.expander("Every pruning decision"):
         st.dataframe(steps.round(3), width="stretch", hide_index=True)
     c1, c2 = st.columns(2)
-    c1.download_button("Circuit heads (CSV)", first.to_csv(index=False).encode("utf-8"), file_name="seq_circuit.csv",
-                       mime="text/csv", key="circuit_csv")
-    download_png(c2, "Circuit (PNG)", chart, "seq_circuit.png", "circuit_png")
+    downloads(c1, "seq_circuit", frame=heads_in, chart=chart)
+    downloads(c2, "seq_circuit_steps", frame=steps)
 
 # -- head inspector --------------------------------------------------------------------------------------
 st.header("Head inspector")
@@ -201,21 +174,22 @@ with st.form("inspect"):
     inspect = st.form_submit_button("Inspect the head")
 inspect_request = (model_key(), int(layer), int(head), text)
 if inspect:
-    bar, report = progress_bar()
-    inspection = run_safely(inspect_head, handle, text, int(layer), int(head), None, report)
-    bar.empty()
-    st.session_state["seq_inspection"] = (inspect_request, inspection)
-stored_inspection = st.session_state.get("seq_inspection")
-if stored_inspection is not None:
-    inspection = stored_inspection[1]
+    keep_result("sequences_inspection", inspect_request,
+                run_with_progress(sq.inspect_head, handle, text, int(layer), int(head), None))
+inspection = stored_result("sequences_inspection", inspect_request, button="Inspect the head")
+if inspection is not None:
     name = f"L{inspection.layer}H{inspection.head}"
-    pattern_chart = attention_heatmap(inspection.pattern_frame(), f"Attention of {name}")
+    pattern = inspection.pattern_frame()
+    pattern_chart = attention_heatmap(pattern, f"Attention of {name}")
     st.altair_chart(pattern_chart, width="stretch")
     left, right = st.columns([2, 3])
-    left.altair_chart(successor_bars(inspection.successor, f"Successor score of {name}"), width="stretch")
+    successor_chart = successor_bars(inspection.successor, f"Successor score of {name}")
+    left.altair_chart(successor_chart, width="stretch")
     right.caption("Best successor heads of this model (mean over token sets):")
     right.dataframe(inspection.ranking.head(10).round(3), width="stretch", hide_index=True)
-    c1, c2 = st.columns(2)
-    c1.download_button("Successor scores of every head (CSV)", inspection.ranking.to_csv(index=False).encode("utf-8"),
-                       file_name="seq_successor_scores.csv", mime="text/csv", key="succ_csv")
-    download_png(c2, "Attention pattern (PNG)", pattern_chart, f"seq_attention_{name}.png", "att_png")
+    st.caption("Downloads: the attention pattern and this head's successor scores (CSV, PNG, SVG); the successor "
+               "scores of every head (CSV).")
+    c1, c2, c3 = st.columns(3)
+    downloads(c1, f"seq_attention_{name}", frame=pattern, chart=pattern_chart)
+    downloads(c2, f"seq_successor_{name}", frame=inspection.successor, chart=successor_chart)
+    downloads(c3, "seq_successor_scores", frame=inspection.ranking)

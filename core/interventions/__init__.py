@@ -5,7 +5,8 @@
 - ``Component`` (a head ``L3H1`` or an MLP ``MLP3``), ``heads(handle)``, ``mlps(handle)``;
 - ``Activations`` (what every component writes: heads [layer, batch, pos, head, head_dim], MLPs
   [layer, batch, pos, d_model]) and ``replacement(kind, corrupt, n_prompts, seed)``: the values
-  ablated components take (``ABLATIONS``: mean, zero, resample);
+  ablated components take (``ABLATIONS``: mean, zero, resample;
+  ``check_ablation`` for settings that name one);
 - clean passes: ``capture(handle, batch) -> Activations``; ``record(handle, batch) -> CleanRun``
   (also every layer's call, so ablated copies can resume from any layer);
 - ablations: ``run_variants(handle, run, values, variants) -> [variant, batch, d_model]`` (many per
@@ -22,7 +23,9 @@ final residual is the last decoder layer's output at the last position, before t
 """
 
 from core.interventions.attention import after_first_mlp, attention_pattern, head_outputs
-from core.interventions.components import ABLATIONS, Activations, Component, heads, mlps, replacement, zero_activations
+from core.interventions.components import (
+    ABLATIONS, Activations, Component, check_ablation, heads, mlps, replacement, zero_activations,
+)
 from core.interventions.hooks import capturing, replacing
 from core.interventions.patching import Attribution, attribution
 from core.interventions.recorded import CleanRun, capture, record
@@ -31,6 +34,6 @@ from core.models.handle import Batch
 
 __all__ = [
     "ABLATIONS", "Activations", "Attribution", "Batch", "CleanRun", "Component", "after_first_mlp", "attention_pattern",
-    "attribution", "capture", "capturing", "forward_with", "head_outputs", "heads", "mlps", "record", "replacement",
+    "attribution", "capture", "capturing", "check_ablation", "forward_with", "head_outputs", "heads", "mlps", "record", "replacement",
     "replacing", "run_variants", "zero_activations",
 ]

@@ -92,14 +92,19 @@ def replacement(kind: str, corrupt: Activations, n_prompts: int, seed: int = 0) 
     ``resample``: each of the ``n_prompts`` clean prompts gets the activations of one corrupted prompt
     drawn at random with ``seed`` (batch axis ``n_prompts``).
     """
+    check_ablation(kind)
     if kind == "mean":
         return corrupt.mean()
     if kind == "zero":
         return corrupt.zeros()
-    if kind == "resample":
-        generator = torch.Generator().manual_seed(seed)
-        return corrupt.rows(torch.randint(corrupt.n_prompts, (n_prompts,), generator=generator))
-    raise UserError(f"unknown ablation '{kind}': choose one of {', '.join(ABLATIONS)}")
+    generator = torch.Generator().manual_seed(seed)
+    return corrupt.rows(torch.randint(corrupt.n_prompts, (n_prompts,), generator=generator))
+
+
+def check_ablation(kind: str) -> None:
+    """``UserError`` unless ``kind`` is one of ``ABLATIONS`` (for settings that name one)."""
+    if kind not in ABLATIONS:
+        raise UserError(f"unknown ablation '{kind}': choose one of {', '.join(ABLATIONS)}")
 
 
 def check_components(handle: ModelHandle, variants) -> None:

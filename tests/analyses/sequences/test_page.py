@@ -2,10 +2,35 @@
 
 from pathlib import Path
 
+import pytest
+from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 from tests.apptest import chart_specs
 
-APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+APP = str(Path(__file__).resolve().parents[3] / "streamlit_app.py")
+
+
+@pytest.fixture(autouse=True)
+def settled_navigation(monkeypatch):
+    """AppTest resets ``PagesManager.uses_pages_directory`` before every run, so each run starts in the old
+    folder mode and ``ui.shell.require_shell`` reruns it through the app, which drops a button's click. A
+    server settles the mode on its first run; so does this (the first run of each test still goes through
+    the shell's rerun)."""
+    original = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        settled = PagesManager.uses_pages_directory is None and getattr(PagesManager, "_settled_once", False)
+        original(self, *args, **kwargs)
+        if settled:
+            PagesManager.uses_pages_directory = False
+        PagesManager._settled_once = True
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+    monkeypatch.setattr(PagesManager, "_settled_once", False, raising=False)
+
+
+def download_ids(at) -> list[str]:
+    return [b.proto.id for b in at.get("download_button")]  # a widget's id ends with its key
 
 
 def button(at, label):
@@ -31,12 +56,16 @@ def test_sequences_page_sweep_circuit_and_inspector(gemma):
     assert len(ranked) == 18 * 4 + 18 and ranked["change"].is_monotonic_increasing
     assert {m.label for m in at.metric} >= {"Full logit difference", "Most important head", "Spearman ρ (heads)"}
     assert at.get("download_button")
+    for key in ("seq_numerals_attribution:csv", "seq_numerals_prompts_attribution:csv", "seq_numerals_ablation_heads:png",
+                "seq_numerals_ablation_heads:svg", "seq_numerals_attribution_mlps:svg", "seq_numerals_methods:png"):
+        assert any(i.endswith(key) for i in download_ids(at)), key
 
     button(at, "Find the circuit").click().run()
     assert not at.exception and not at.error
     circuit_metric = next(m for m in at.metric if m.label.endswith("heads in circuit"))
     assert 1 <= int(circuit_metric.value) < 72 and "% of the full" in circuit_metric.delta
     assert len(chart_specs(at)) == 6
+    assert any(i.endswith("seq_circuit:svg") for i in download_ids(at))
 
     button(at, "Inspect the head").click().run()
     assert not at.exception and not at.error
@@ -44,3 +73,6 @@ def test_sequences_page_sweep_circuit_and_inspector(gemma):
     assert len(specs) == 8 and any("Attention of L" in s for s in specs) and any("Successor score of" in s for s in specs)
     ranking = at.dataframe[-1].value
     assert len(ranking) == 10 and ranking["score"].is_monotonic_decreasing
+    best = next(m for m in at.metric if m.label == "Most important head").value  # the inspector's default head
+    assert any(i.endswith(f"seq_attention_{best}:png") for i in download_ids(at)), best
+    assert any(i.endswith("seq_successor_scores:csv") for i in download_ids(at))

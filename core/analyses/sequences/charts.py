@@ -1,4 +1,4 @@
-"""Altair charts of the Sequence continuation page: head heatmaps, rankings, method scatter, circuits, patterns."""
+"""Altair charts of the Sequence continuation page: head heatmaps, MLP bars, method scatter, circuits, patterns (no Streamlit)."""
 
 from __future__ import annotations
 
@@ -132,11 +132,3 @@ def successor_bars(frame: pd.DataFrame, title: str) -> alt.Chart:
         .properties(height=alt.Step(26))
     )
 
-
-def to_png(chart, scale: float = 2.0) -> bytes | None:
-    """PNG bytes through vl-convert; None when vl-convert-python is not installed."""
-    try:
-        import vl_convert as vlc
-    except ImportError:
-        return None
-    return vlc.vegalite_to_png(chart.to_json(), scale=scale)
