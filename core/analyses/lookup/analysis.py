@@ -168,7 +168,7 @@ class Result:
             "first_correct_layer": self.first_correct_layer,
             "heads": heads,
             "heads_together": {k: (_r(v) if isinstance(v, float) else v) for k, v in self.heads.together.items()},
-            "full_p_answer": _r(self.heads.full_p),
+            "p_answer": _r(self.prompts.loc[self.main, "p_answer"].mean()),
             "ablation": self.heads.ablation,
             "notes": self.notes,
         }

@@ -1,7 +1,8 @@
 """Retrieval heads: the heads that attend from the answer position to the queried pair (or the subject),
 confirmed by exact ablation through ``core.interventions``.
 
-Attention is read from up to ``ATTENTION_PROMPTS`` prompts (every layer's pattern costs a partial pass);
+Attention is read from up to ``ATTENTION_PROMPTS`` prompts and ``ATTENTION_TOKENS`` tokens (at least two
+prompts; every layer's pattern costs a partial forward pass, so the patterns cost ~n_layers/2 passes);
 the top heads are then ablated one at a time, and all together, on every prompt: mean ablation over
 the prompts of the same token length (a prompt without such a partner is zero-ablated, and the result
 says so). ``pct_of_full`` = 100 · mean p(answer) with the head ablated / mean p(answer) of the full model.
@@ -23,6 +24,7 @@ from core.models.handle import ModelHandle
 from core.progress import Progress, part, quiet
 
 ATTENTION_PROMPTS = 8
+ATTENTION_TOKENS = 192
 ABLATIONS = ("mean", "zero")
 
 
@@ -62,7 +64,12 @@ def attention_to_span(handle: ModelHandle, items: Sequence[Item], progress: Prog
 def retrieval_heads(handle: ModelHandle, items: Sequence[Item], top_k: int = 5, ablation: str = "mean",
                     progress: Progress | None = None) -> Heads:
     """The ``top_k`` heads attending most to the span, each ablated alone and all together."""
-    attention_items = [it for it in items if it.span[1] > it.span[0]][:ATTENTION_PROMPTS]
+    if top_k <= 0:  # nothing to confirm: no attention patterns, no ablations
+        empty = pd.DataFrame(columns=["layer", "head", "component", "attention", "p_answer", "pct_of_full", "accuracy"])
+        return Heads(np.zeros((handle.n_layers, handle.n_heads)), empty, float("nan"), float("nan"), {}, ablation)
+    with_span = [it for it in items if it.span[1] > it.span[0]]
+    longest = max((len(it.ids) for it in with_span), default=1)
+    attention_items = with_span[: max(2, min(ATTENTION_PROMPTS, ATTENTION_TOKENS // longest))]
     if not attention_items:
         attention = np.zeros((handle.n_layers, handle.n_heads))
     else:

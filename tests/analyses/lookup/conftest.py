@@ -1,6 +1,7 @@
 """Tiny random models for the mechanics (one torch thread: they are tiny, and on a shared 2-core machine an
 OpenMP team waiting for a descheduled thread makes every op slow); the real default model elsewhere."""
 
+import core  # noqa: F401  (first: it sets OMP_WAIT_POLICY=PASSIVE before torch starts OpenMP)
 import pytest
 import torch
 
