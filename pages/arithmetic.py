@@ -4,13 +4,14 @@ from dataclasses import replace
 
 import streamlit as st
 
-from core.analyses.arithmetic import (
-    OP_LABELS, OPS, SURROUNDS, ArithmeticSettings, drill_down, generate_problems, render_prompt, run_arithmetic,
-)
+from core.analyses import arithmetic
+from core.analyses.arithmetic.analysis import drill_down
+from core.analyses.arithmetic.charts import CATEGORY_LABELS, accuracy_bars, layer_probability_chart, topk_grid
+from core.analyses.arithmetic.numerals import SYSTEM_KEYS, SYSTEMS, format_number
+from core.analyses.arithmetic.problems import OP_LABELS, OPS, SURROUNDS, generate_problems, render_prompt
 from core.charts import lens_heatmap, lens_heatmap_frame
-from core.charts.arithmetic import CATEGORY_LABELS, accuracy_bars, layer_probability_chart, to_png, topk_grid
-from core.numerals import SYSTEM_KEYS, SYSTEMS, format_number
 from ui.model import current_model, model_key, run_safely
+from ui.results import downloads, run_analysis
 from ui.shell import require_shell
 
 require_shell()  # a deep link to a fresh server runs this file alone: go through the app
@@ -43,37 +44,28 @@ with st.form("arith"):
                                     format_func=lambda k: SYSTEMS[k].label)
     submitted = st.form_submit_button("Run", type="primary")
 
-settings = ArithmeticSettings(op=op, lo=int(lo), hi=int(hi), n=int(n), shots=int(shots), seed=int(seed), surround=surround)
-run_safely(settings.validate)
+settings = arithmetic.Settings(op=op, lo=int(lo), hi=int(hi), n=int(n), shots=int(shots), seed=int(seed),
+                               surround=surround, systems=tuple(systems), lens_numerals=lens_numerals)
+run_safely(settings.validate_problems)
 example = generate_problems(replace(settings, n=1))[0]
 with st.expander("What a prompt looks like"):
     st.code(render_prompt(example, lens_numerals, surround) + format_number(example.answer, lens_numerals), language=None)
 
-request = (model_key(), settings, tuple(systems), lens_numerals)
-if submitted:
-    if not systems:
-        st.warning("Choose at least one numeral system to score.")
-        st.stop()
-    bar = st.progress(0.0, text="Starting…")
-    report = run_safely(run_arithmetic, handle, settings, systems, lens_numerals,
-                        progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m))
-    bar.empty()
-    st.session_state["arith_result"] = (request, report)
-
-stored = st.session_state.get("arith_result")
-if stored is None:
+if submitted and not systems:
+    st.warning("Choose at least one numeral system to score.")
+    st.stop()
+result = run_analysis("arithmetic", arithmetic.run, handle, settings, submitted=submitted)
+if result is None:
     st.info("Choose the problems and press **Run**.")
     st.stop()
-if stored[0] != request:
-    st.caption("The settings changed since these results: press **Run** to update them.")
-report = stored[1]
-accuracy, profile = report.accuracy, report.profile
+accuracy, profile = result.accuracy, result.profile
+frames = result.frames()
 
 # -- accuracy ---------------------------------------------------------------------------------------
 st.subheader("Accuracy per numeral system")
-bars = accuracy_bars(accuracy.frame)
+bars = accuracy_bars(frames["accuracy"])
 st.altair_chart(bars, width="stretch")
-table = accuracy.frame[["label", "n", "correct", "accuracy", "ci_low", "ci_high", "value_accuracy"]].rename(
+table = frames["accuracy"][["label", "n", "correct", "accuracy", "ci_low", "ci_high", "value_accuracy"]].rename(
     columns={"label": "numeral system", "accuracy": "exact accuracy", "ci_low": "95% low", "ci_high": "95% high",
              "value_accuracy": "right number, any system"}
 )
@@ -81,7 +73,7 @@ st.dataframe(table.round(3), width="stretch", hide_index=True)
 st.caption("Exact: the greedy answer (up to the line's end) reads as the right number in the prompt's own "
            "system after normalisation. The light bars also count the right number written in another system.")
 with st.expander("Every problem and the model's answer"):
-    st.dataframe(accuracy.outcomes, width="stretch", hide_index=True, height=300)
+    st.dataframe(frames["answers"], width="stretch", hide_index=True, height=300)
 
 # -- the layerwise view -------------------------------------------------------------------------------
 st.subheader(f"Where is the answer, layer by layer? (problems in {SYSTEMS[profile.numerals].label})")
@@ -102,7 +94,7 @@ layer_table = profile.frame().pivot(index="layer", columns="label", values="mean
 
 # -- one problem in detail --------------------------------------------------------------------------
 st.subheader("One problem in detail")
-queries = profile.problems_frame()
+queries = frames["problems"]
 choice = st.selectbox(
     "Problem",
     list(queries["problem"]),
@@ -111,42 +103,34 @@ choice = st.selectbox(
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def drill_of(key: str, settings: ArithmeticSettings, index: int, numerals: str, _handle):
-    return drill_down(_handle, generate_problems(settings)[index], numerals, settings.surround)
+def drill_of(key: str, settings: arithmetic.Settings, index: int, _handle, _result):
+    return drill_down(_handle, _result, index)
 
 
 with st.spinner("Lens over the query line…"):
-    detail = run_safely(drill_of, model_key(), accuracy.settings, int(choice), profile.numerals, handle)
+    detail = run_safely(drill_of, model_key(), result.settings, int(choice), handle, result)
 top = detail.top_frame()
-st.altair_chart(topk_grid(top), width="stretch")
-st.altair_chart(lens_heatmap(lens_heatmap_frame(detail.lens), handle.n_layers).properties(
-    title="Lens over the query line (top-1 per layer and position)"), width="stretch")
+grid = topk_grid(top)
+st.altair_chart(grid, width="stretch")
+heatmap_frame = lens_heatmap_frame(detail.lens)
+heatmap = lens_heatmap(heatmap_frame, handle.n_layers).properties(
+    title="Lens over the query line (top-1 per layer and position)")
+st.altair_chart(heatmap, width="stretch")
 st.caption("Colours: " + ", ".join(CATEGORY_LABELS[k] for k in dict.fromkeys(top["system"])) + ". "
            "Faded cells have low probability.")
 
 # -- export ------------------------------------------------------------------------------------------
 st.subheader("Export")
-columns = st.columns(4)
-columns[0].download_button("Accuracy (CSV)", accuracy.frame.to_csv(index=False).encode("utf-8"),
-                           file_name="arith_accuracy.csv", mime="text/csv")
-columns[1].download_button("Answers per problem (CSV)", accuracy.outcomes.to_csv(index=False).encode("utf-8"),
-                           file_name="arith_answers.csv", mime="text/csv")
-columns[2].download_button("Layer profile (CSV)", profile.frame().merge(profile.top1_rate(), on="layer").to_csv(index=False).encode("utf-8"),
-                           file_name=f"arith_layers_{profile.numerals}.csv", mime="text/csv")
-columns[3].download_button("Drill-down top-k (CSV)", top.to_csv(index=False).encode("utf-8"),
-                           file_name=f"arith_problem_{choice}.csv", mime="text/csv")
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def png_of(spec: str) -> bytes | None:
-    return to_png(spec)
-
-
-png_bars, png_curves = png_of(bars.to_json()), png_of(curves.to_json())
-if png_bars is not None:
-    columns = st.columns(4)
-    columns[0].download_button("Accuracy chart (PNG)", png_bars, file_name="arith_accuracy.png", mime="image/png")
-    columns[1].download_button("Layer chart (PNG)", png_curves, file_name=f"arith_layers_{profile.numerals}.png",
-                               mime="image/png")
+st.caption("Accuracy per system; every problem's answer; the layer profile (with the top-1 rate per layer); "
+           "this problem's top-k and its heatmap. Tables as CSV, charts as PNG and SVG.")
+columns = st.columns(5)
+for column, title in zip(columns, ("Accuracy", "Answers per problem", "Layer profile", "Drill-down top-k",
+                                   "Drill-down heatmap")):
+    column.markdown(f"**{title}**")
+downloads(columns[0], "arith_accuracy", frame=frames["accuracy"], chart=bars)
+downloads(columns[1], "arith_answers", frame=frames["answers"])
+downloads(columns[2], f"arith_layers_{profile.numerals}", frame=frames["layers"], chart=curves)
+downloads(columns[3], f"arith_problem_{choice}", frame=top, chart=grid)
+downloads(columns[4], f"arith_problem_{choice}_heatmap", frame=heatmap_frame, chart=heatmap)
 with st.expander("Layer profile as a table"):
     st.dataframe(layer_table.round(4), width="stretch")

@@ -1,11 +1,11 @@
-"""Altair charts of the "Numerals and arithmetic" page (no Streamlit here)."""
+"""Altair charts of the arithmetic analysis (the "Numerals and arithmetic" page); no Streamlit here."""
 
 from __future__ import annotations
 
 import altair as alt
 import pandas as pd
 
-from core.numerals import SYSTEM_KEYS, SYSTEMS
+from core.analyses.arithmetic.numerals import SYSTEM_KEYS, SYSTEMS
 from core.tokens import visible
 
 # One colour per numeral system everywhere on the page; tokens that are none of them are grey.
@@ -102,12 +102,3 @@ def topk_grid(top: pd.DataFrame) -> alt.LayerChart:
     )
     text = base.mark_text(fontSize=10, limit=60).encode(text="shown:N")
     return (cells + text).properties(height=max(260, 22 * (n_layers + 1)), title="Top tokens at the answer position")
-
-
-def to_png(chart: alt.TopLevelMixin | str, scale: float = 2.0) -> bytes | None:
-    """A chart (or its Vega-Lite JSON) as PNG bytes through vl-convert; None when vl-convert-python is not installed."""
-    try:
-        import vl_convert as vlc
-    except ImportError:
-        return None
-    return vlc.vegalite_to_png(chart if isinstance(chart, str) else chart.to_json(), scale=scale)

@@ -1,13 +1,14 @@
-"""`python -m core arith`: accuracy and layer profile of few-shot arithmetic written in one numeral system."""
+"""`python -m core arithmetic` (alias `arith`): accuracy and layer profile of few-shot arithmetic written in one numeral system."""
 
 from __future__ import annotations
 
-from core.analyses.arithmetic import OPS, SURROUNDS, ArithmeticSettings, evaluate_accuracy, generate_problems, layer_profile
-from core.commands._common import add_model_arguments, load_from_args
-from core.errors import UserError
-from core.numerals import SYSTEM_KEYS
+from core.analyses.arithmetic.analysis import Settings, run as run_analysis
+from core.analyses.arithmetic.numerals import SYSTEM_KEYS
+from core.analyses.arithmetic.problems import OPS, SURROUNDS
+from core.cli import add_model_arguments, load_from_args, progress_of
 
-NAME = "arith"
+NAME = "arithmetic"
+ALIASES = ["arith"]
 HELP = (
     "few-shot arithmetic in one numeral system: greedy accuracy, and per layer the lens probability "
     "of the answer written in every numeral system"
@@ -28,30 +29,16 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass (default 16)")
 
 
-def settings_from_args(args) -> ArithmeticSettings:
-    lo, hi = ArithmeticSettings.digit_range(args.digits)
+def settings_from_args(args) -> Settings:
+    """The problems in ``--numerals``, scored in that system alone; the profile tracks every system."""
+    lo, hi = Settings.digit_range(args.digits)
     lo = lo if args.min is None else args.min
     hi = hi if args.max is None else args.max
-    settings = ArithmeticSettings(op=args.op, lo=lo, hi=hi, n=args.n, shots=args.shots, seed=args.seed,
-                                  surround=args.surround)
-    settings.validate()
-    return settings
+    return Settings(op=args.op, lo=lo, hi=hi, n=args.n, shots=args.shots, seed=args.seed, surround=args.surround,
+                    systems=(args.numerals,), lens_numerals=args.numerals, batch_size=args.batch_size)
 
 
 def run(args) -> dict:
     settings = settings_from_args(args)
-    if args.batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
-    handle = load_from_args(args)
-    problems = generate_problems(settings)
-    accuracy = evaluate_accuracy(handle, settings, [args.numerals], problems=problems, batch_size=args.batch_size)
-    profile = layer_profile(handle, settings, args.numerals, problems=problems, batch_size=args.batch_size)
-    return {
-        "model": handle.spec,
-        "numerals": args.numerals,
-        "op": args.op,
-        "n": len(problems),
-        "accuracy": accuracy.accuracy(args.numerals),
-        "layers": profile.layers_json(),
-        "first_correct_layer": profile.first_correct_layer,
-    }
+    settings.validate()  # before loading the model: bad input fails fast
+    return run_analysis(load_from_args(args), settings, progress_of(args)).to_json()

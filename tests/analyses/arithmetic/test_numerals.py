@@ -5,7 +5,7 @@ import unicodedata
 
 import pytest
 
-from core.numerals import (
+from core.analyses.arithmetic.numerals import (
     HI_UNITS,
     MAX_NUMBER,
     SYSTEM_KEYS,

@@ -1,45 +1,35 @@
-"""Numerals and arithmetic: problems, greedy decoding, the layer profile, the CLI and the page."""
+"""Numerals and arithmetic: problems, greedy decoding, the layer profile and the CLI (the page: test_page.py)."""
 
 import json
 import math
-from pathlib import Path
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from core.analyses.arithmetic import (
-    ArithmeticSettings,
-    Problem,
-    _first_char_probs,
-    drill_down,
-    evaluate_accuracy,
-    extract_answer,
-    generate_problems,
-    greedy_decode,
-    layer_profile,
-    render_prompt,
-    wilson_interval,
-)
+from core.analyses.arithmetic import Settings, run
+from core.analyses.arithmetic.accuracy import evaluate_accuracy, extract_answer, wilson_interval
+from core.analyses.arithmetic.analysis import drill_down
+from core.analyses.arithmetic.numerals import SYSTEM_KEYS, format_number, parse_number
+from core.analyses.arithmetic.problems import Problem, generate_problems, render_prompt
+from core.analyses.arithmetic.profile import _first_char_probs, layer_profile
 from core.cli import main
 from core.errors import UserError
+from core.generate import greedy
 from core.models.handle import Batch
-from core.numerals import SYSTEM_KEYS, format_number, parse_number
 from core.tokens import first_char_tokens, word_token_set
 from tests import tiny
-from tests.apptest import chart_specs
-
-APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
 
 
 # -- problems ---------------------------------------------------------------------------------
 
 
 def test_problems_are_seeded_distinct_and_correct():
-    settings = ArithmeticSettings(op="sub", lo=1, hi=9, n=30, shots=4, seed=3)
+    settings = Settings(op="sub", lo=1, hi=9, n=30, shots=4, seed=3)
     problems = generate_problems(settings)
     assert problems == generate_problems(settings)
-    assert problems != generate_problems(ArithmeticSettings(op="sub", n=30, shots=4, seed=4))
+    assert problems != generate_problems(Settings(op="sub", n=30, shots=4, seed=4))
     assert len({p.operands for p in problems}) == 30  # 45 distinct pairs with a >= b: no repeats
     for p in problems:
         a, b = p.operands
@@ -48,23 +38,23 @@ def test_problems_are_seeded_distinct_and_correct():
         assert p.operands not in [d for d, _ in p.demos]
         assert all(ans == d[0] - d[1] for d, ans in p.demos)
     for op, check in (("add", lambda o: o[0] + o[1]), ("mul", lambda o: o[0] * o[1]), ("next", lambda o: o[0] + 3)):
-        for p in generate_problems(ArithmeticSettings(op=op, lo=10, hi=99, n=20, seed=1)):
+        for p in generate_problems(Settings(op=op, lo=10, hi=99, n=20, seed=1)):
             assert p.answer == check(p.operands) and all(10 <= x <= 99 for x in p.operands)
 
 
 def test_more_problems_than_distinct_pairs_repeat_instead_of_hanging():
-    problems = generate_problems(ArithmeticSettings(op="next", lo=1, hi=2, n=10, shots=3))
+    problems = generate_problems(Settings(op="next", lo=1, hi=2, n=10, shots=3))
     assert len(problems) == 10 and {p.operands for p in problems} == {(1,), (2,)}
 
 
 @pytest.mark.parametrize(
     "settings, message",
     [
-        (ArithmeticSettings(op="div"), "unknown operation"),
-        (ArithmeticSettings(op="mul", lo=100, hi=9999), "choose smaller operands"),
-        (ArithmeticSettings(lo=5, hi=2), "0 <= min <= max"),
-        (ArithmeticSettings(n=0), "number of problems"),
-        (ArithmeticSettings(surround="french"), "surrounding text"),
+        (Settings(op="div"), "unknown operation"),
+        (Settings(op="mul", lo=100, hi=9999), "choose smaller operands"),
+        (Settings(lo=5, hi=2), "0 <= min <= max"),
+        (Settings(n=0), "number of problems"),
+        (Settings(surround="french"), "surrounding text"),
     ],
 )
 def test_bad_settings_say_what_to_fix(settings, message):
@@ -112,16 +102,16 @@ def test_first_char_tokens_spells_byte_fallback_characters():
 
 
 def _prompts(numerals="devanagari", n=5):
-    return [render_prompt(p, numerals) for p in generate_problems(ArithmeticSettings(n=n, shots=2, seed=5))]
+    return [render_prompt(p, numerals) for p in generate_problems(Settings(n=n, shots=2, seed=5))]
 
 
 @pytest.mark.parametrize("family, style", [("llama", "llama"), ("gpt2", "gpt2")])
 def test_greedy_batched_equals_unbatched_and_generate_equals_loop(family, style):
     handle = tiny.handle(family, style=style)
     prompts = _prompts() + ["1 2 3"]  # different lengths: left padding matters
-    batched = greedy_decode(handle, prompts, 5, batch_size=6, stop=(), use_generate=False)
-    alone = [greedy_decode(handle, [p], 5, stop=(), use_generate=False)[0] for p in prompts]
-    cached = greedy_decode(handle, prompts, 5, batch_size=6, stop=(), use_generate=True)
+    batched = greedy(handle, prompts, 5, batch_size=6, use_generate=False)
+    alone = [greedy(handle, [p], 5, use_generate=False)[0] for p in prompts]
+    cached = greedy(handle, prompts, 5, batch_size=6, use_generate=True)
     assert batched == alone == cached
     # the loop's first token is the argmax of the model's own logits
     logits = handle.logits(handle.encode([prompts[0]]))[0, -1]
@@ -132,10 +122,10 @@ def test_greedy_batched_equals_unbatched_and_generate_equals_loop(family, style)
 def test_greedy_cuts_at_the_stop_string():
     handle = tiny.handle("llama")
     prompt = _prompts()[0]
-    full = greedy_decode(handle, [prompt], 8, stop=(), use_generate=False)[0]
+    full = greedy(handle, [prompt], 8, use_generate=False)[0]
     stop = next(c for c in full[1:] if c.strip())
     for use_generate in (False, True):
-        cut = greedy_decode(handle, [prompt], 8, stop=(stop,), use_generate=use_generate)[0]
+        cut = greedy(handle, [prompt], 8, stop=(stop,), use_generate=use_generate)[0]
         assert cut == full[: full.index(stop)]
 
 
@@ -172,8 +162,8 @@ def test_byte_spelled_first_character_is_teacher_forced_and_matches_the_model():
 def test_layer_profile_last_layer_is_the_models_output():
     handle = tiny.handle("llama")
     tok = handle.tokenizer
-    settings = ArithmeticSettings(n=6, shots=2, seed=2)
-    profile = layer_profile(handle, settings, "arabic", top_k=5)
+    settings = Settings(n=6, shots=2, seed=2, lens_numerals="arabic", top_k=5)
+    profile = layer_profile(handle, settings)
     assert profile.p_answer.shape == (handle.n_layers + 1, 6, len(SYSTEM_KEYS))
     # Tamil, Devanagari, Bengali and Eastern Arabic digits are byte-fallback for this tokenizer
     chained = dict(zip(profile.systems, profile.chained.all(axis=0)))
@@ -205,8 +195,8 @@ def test_layer_profile_last_layer_is_the_models_output():
 
 def test_accuracy_counts_exact_answers_in_the_prompts_system():
     handle = tiny.handle("llama")
-    settings = ArithmeticSettings(n=4, shots=1)
-    result = evaluate_accuracy(handle, settings, ["arabic", "hindi_words"])
+    settings = Settings(n=4, shots=1, systems=("arabic", "hindi_words"))
+    result = evaluate_accuracy(handle, settings)
     assert list(result.frame["system"]) == ["arabic", "hindi_words"]
     assert len(result.outcomes) == 8
     for _, row in result.outcomes.iterrows():
@@ -219,8 +209,10 @@ def test_accuracy_counts_exact_answers_in_the_prompts_system():
 
 def test_drill_down_covers_the_query_line():
     handle = tiny.handle("llama")
-    problem = generate_problems(ArithmeticSettings(n=1, shots=2))[0]
-    detail = drill_down(handle, problem, "devanagari", top_k=3)
+    settings = Settings(n=2, shots=2, systems=("devanagari",), lens_numerals="devanagari")
+    result = run(handle, settings)
+    detail = drill_down(handle, result, 1, top_k=3)
+    assert detail.problem == generate_problems(settings)[1] and detail.prompt == result.profile.prompts[1]
     tokens = detail.lens.tokens[0]
     positions = detail.lens.positions[0]
     assert positions[-1] == len(tokens) - 1 and len(positions) < len(tokens)
@@ -239,10 +231,10 @@ def test_gemma_tokenizer_digits(gemma):
 
 
 def test_gemma_adds_one_digit_numbers(gemma):
-    settings = ArithmeticSettings(n=16, shots=4, seed=0)
-    result = evaluate_accuracy(gemma, settings, ["arabic"])
+    settings = Settings(n=16, shots=4, seed=0, systems=("arabic",), lens_numerals="arabic")
+    result = evaluate_accuracy(gemma, settings)
     assert result.accuracy("arabic") >= 0.4  # 0.5 measured (8/16); broken parsing or decoding gives 0
-    profile = layer_profile(gemma, settings, "arabic", systems=["arabic", "devanagari", "english_words"])
+    profile = layer_profile(gemma, settings, tracked=["arabic", "devanagari", "english_words"])
     last = profile.p_answer[-1].mean(axis=0)
     assert last[0] > 0.5 and last[0] > 10 * max(last[1], last[2])  # the output writes Western digits
     assert profile.first_correct_layer is not None and profile.first_correct_layer <= gemma.n_layers
@@ -270,6 +262,7 @@ def test_cli_json_contract_for_every_system(gemma, capsys, numerals):
         (["--digits", "7"], "--digits"),
         (["--op", "mul", "--digits", "4"], "choose smaller operands"),
         (["--n", "0"], "number of problems"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_2(capsys, args, message):
@@ -278,30 +271,61 @@ def test_cli_bad_input_is_one_line_and_exit_2(capsys, args, message):
     assert len(err) == 1 and message in err[0]
 
 
-def test_page_renders_accuracy_layers_and_drill_down(gemma):
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file(APP, default_timeout=300)
-    at.switch_page("pages/arithmetic.py")
-    at.run()
-    assert not at.exception and not at.error
-    _widget(at.slider, "Problems").set_value(4)
-    _widget(at.multiselect, "Numeral systems to score").set_value(["arabic", "devanagari", "tamil"])
-    at.button[0].click().run()
-    assert not at.exception and not at.error, [e.value for e in at.error]
-    specs = chart_specs(at)
-    assert len(specs) == 4  # accuracy bars, layer curves, top-k grid, heatmap
-    assert '"bar"' in specs[0] and '"line"' in specs[1]
-    accuracy = at.dataframe[0].value
-    assert list(accuracy["numeral system"]) == ["Western Arabic (0-9)", "Devanagari (०-९)", "Tamil (௦-௯)"]
-    assert set(accuracy["n"]) == {4}
-    labels = [b.label for b in at.get("download_button")]
-    assert "Accuracy (CSV)" in labels and "Layer chart (PNG)" in labels
-    _widget(at.selectbox, "Problem").set_value(2).run()  # drill into another problem
-    assert not at.exception and not at.error
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (Settings(systems=()), "choose at least one numeral system"),
+        (Settings(systems=("arabic", "roman")), "unknown numeral system 'roman'"),
+        (Settings(lens_numerals="roman"), "unknown numeral system 'roman'"),
+    ],
+)
+def test_bad_run_settings_say_what_to_fix(settings, message):
+    settings.validate_problems()  # the problems themselves are fine: the page still shows an example prompt
+    with pytest.raises(UserError, match=message):
+        settings.validate()
 
 
-def _widget(widgets, label):
-    return next(w for w in widgets if w.label == label)
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    model, tok = tiny.model("llama")
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
 
 
+def test_cli_name_and_alias_print_what_run_returns(tiny_folder, capsys):
+    from core.models import load_model
+
+    args = ["--model", tiny_folder, "--numerals", "tamil", "--n", "5", "--shots", "2", "--batch-size", "2", "--json"]
+    printed = []
+    for name in ("arithmetic", "arith"):
+        assert main([name, *args]) == 0
+        printed.append(capsys.readouterr().out)
+    assert printed[0] == printed[1]
+    settings = Settings(n=5, shots=2, batch_size=2, systems=("tamil",), lens_numerals="tamil")
+    result = run(load_model(tiny_folder), settings)
+    assert json.loads(printed[0]) == result.to_json()
+    assert result.profile.chained.any()  # byte-spelled Tamil digits: the teacher-forced pass ran
+    frames = result.frames()
+    assert set(frames) == {"accuracy", "answers", "layers", "problems"}
+    assert len(frames["answers"]) == 5 and len(frames["problems"]) == 5
+    assert len(frames["layers"]) == (result.profile.n_layers + 1) * len(SYSTEM_KEYS)
+    assert replace(settings, systems=("arabic",)) != settings  # what is scored is part of the stale check
+
+
+def test_run_is_its_two_stages_on_the_same_problems_with_progress():
+    handle = tiny.handle("gpt2", style="gpt2")
+    settings = Settings(op="sub", n=4, shots=1, systems=("arabic", "english_words"), lens_numerals="bengali")
+    seen = []
+    result = run(handle, settings, progress=lambda f, m: seen.append((f, m)))
+    assert result.problems == generate_problems(settings)
+    alone = evaluate_accuracy(handle, settings)
+    assert result.accuracy.frame.equals(alone.frame) and result.accuracy.outcomes.equals(alone.outcomes)
+    np.testing.assert_array_equal(result.profile.p_answer, layer_profile(handle, settings).p_answer)
+    assert result.to_json()["accuracy"] is None  # bengali, the profile's system, was not scored
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    assert seen[0][1].startswith("greedy answers") and seen[-1][1].startswith("lens:")
+    # two scored systems and one lens pass: the greedy answers fill the first two thirds
+    assert max(f for f, m in seen if m.startswith("greedy")) == pytest.approx(2 / 3)
