@@ -2,11 +2,14 @@
 
 import streamlit as st
 
-from core.analyses.translation import MAX_SHOTS, TASKS, TranslationSettings, drill_down, run_translation
+from core.analyses import translation
+from core.analyses.translation.analysis import drill_down
+from core.analyses.translation.charts import drill_down_chart, energy_chart, language_curves, slot_label
+from core.analyses.translation.prompts import MAX_SHOTS, TASKS
+from core.analyses.translation.wordlist import LANGUAGES, WORDS_CSV, parse_words
 from core.charts.lens import lens_heatmap, lens_heatmap_frame
-from core.charts.translation import chart_png, drill_down_chart, energy_chart, language_curves, slot_label
-from core.wordlist import LANGUAGES, WORDS_CSV, parse_words
 from ui.model import current_model, model_key, run_safely
+from ui.results import downloads, run_analysis
 from ui.shell import require_shell
 
 require_shell()  # a deep link to a fresh server runs this file alone: go through the app
@@ -24,22 +27,8 @@ st.markdown(
 handle = current_model()
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def translation_of(key: str, csv_text: str, origin: str, settings: TranslationSettings, _handle):
-    # The bar lives inside the cached function so that a cache hit replays it (and its removal) cleanly.
-    bar = st.progress(0.0, text="Reading every layer of every prompt…")
-
-    def progress(fraction: float, message: str) -> None:
-        bar.progress(min(max(fraction, 0.0), 1.0), text=message)
-
-    result = run_translation(_handle, settings, parse_words(csv_text, origin), progress=progress)
-    bar.empty()
-    return result
-
-
 @st.cache_data(show_spinner=False, max_entries=64)
-def drill_down_of(key: str, csv_text: str, origin: str, settings: TranslationSettings, word: int, top_k: int,
-                  _handle, _result):
+def drill_down_of(key: str, settings: translation.Settings, word: int, top_k: int, _handle, _result):
     return drill_down(_handle, _result, word, top_k)
 
 
@@ -77,16 +66,13 @@ with st.form("translation"):
     energy = st.checkbox("Also compute the energy of the last position against the unembedding")
     submitted = st.form_submit_button("Run the translation lens", type="primary")
 
-settings = TranslationSettings(source=source, target=target, latent=latent, task=task, shots=int(shots),
-                               seed=int(seed), limit=int(n_words), energy=energy)
-run_key = (model_key(), csv_text, origin, settings)
-if submitted:
-    st.session_state["translation_run"] = run_key
-if st.session_state.get("translation_run") != run_key:
+settings = translation.Settings(source=source, target=target, latent=latent, task=task, shots=int(shots),
+                                seed=int(seed), limit=int(n_words), energy=energy, words=words)
+result = run_analysis("translation", translation.run, handle, settings, submitted=submitted,
+                      button="Run the translation lens")
+if result is None:
     st.info(f"{len(words)} words in {origin} ({', '.join(codes)}). Choose languages and press **Run**.")
     st.stop()
-
-result = run_safely(translation_of, *run_key, handle)
 
 summary = result.summary()
 a, b, c, d = st.columns(4)
@@ -104,41 +90,47 @@ if result.n_two_piece:
     st.caption(f"{result.n_two_piece} word(s) begin with a character the tokenizer spells in pieces; they count "
                "by their first two pieces (teacher-forcing the first), so scripts sharing a first byte stay apart.")
 
-curves = result.curves()
-chart = language_curves(curves, result.settings, result.n_words)
+frames = result.frames()
+chart = language_curves(frames["curves"], result.settings, result.n_words)
 st.altair_chart(chart, width="stretch")
-if result.energy is not None:
-    st.altair_chart(energy_chart(curves), width="stretch")
+energy_plot = energy_chart(frames["curves"]) if result.energy is not None else None
+if energy_plot is not None:
+    st.altair_chart(energy_plot, width="stretch")
 
 st.subheader("Every word")
-st.dataframe(result.final_table(), hide_index=True, width="stretch",
+table = frames["words"]
+st.dataframe(table, hide_index=True, width="stretch",
              column_config={"prompt": st.column_config.TextColumn("prompt", width="large")})
-export_left, export_right = st.columns(2)
-export_left.download_button(
-    "Download per word × layer as CSV (with prompts)", result.word_frame().to_csv(index=False).encode("utf-8"),
-    file_name=f"translation_{result.settings.source}_{result.settings.target}.csv", mime="text/csv",
-)
-png = chart_png(chart) if export_right.checkbox("Prepare the chart as PNG") else None
-if png:
-    export_right.download_button("Download the curves as PNG", png, mime="image/png",
-                                 file_name=f"translation_{result.settings.source}_{result.settings.target}.png")
+name = f"translation_{result.settings.source}_{result.settings.target}"
+st.caption("Downloads: per word × layer with prompts (CSV), the curves (CSV, PNG, SVG)"
+           + (", the energy (PNG, SVG)" if energy_plot is not None else "") + ".")
+columns = st.columns(3)
+downloads(columns[0], f"{name}_words", frame=frames["word_layers"])
+downloads(columns[1], name, frame=frames["curves"], chart=chart)
+if energy_plot is not None:
+    downloads(columns[2], f"{name}_energy", chart=energy_plot)
 
 st.subheader("What is the model predicting internally?")
-table = result.final_table()
 word = st.selectbox(
     "Word", range(result.n_words),
     format_func=lambda i: f"{table['source_word'].iloc[i]} → {table['target_word'].iloc[i]} "
                           f"({slot_label('latent', result.settings).split(': ')[1]}: {table['latent_word'].iloc[i]})",
 )
 top_k = st.slider("Top-k per layer", 3, 10, 5)
-detail = run_safely(drill_down_of, *run_key, int(word), int(top_k), handle, result)
+detail = run_safely(drill_down_of, model_key(), result.settings, int(word), int(top_k), handle, result)
 st.code(detail.prompt, language=None)
-st.altair_chart(drill_down_chart(detail.table, handle.n_layers), width="stretch")
+grid = drill_down_chart(detail.table, handle.n_layers)
+st.altair_chart(grid, width="stretch")
 tokens = detail.lens.tokens[0]
 query_start = max((i + 1 for i, t in enumerate(tokens) if "\n" in t), default=0)
 span = st.radio("Heatmap of the prompt under the logit lens (top-1 token per layer and position)",
                 ["the query line", "the whole prompt"], horizontal=True)
-heatmap = lens_heatmap_frame(detail.lens)
+heatmap_frame = lens_heatmap_frame(detail.lens)
 if span == "the query line":
-    heatmap = heatmap[heatmap["position"] >= query_start]
-st.altair_chart(lens_heatmap(heatmap, handle.n_layers), width="stretch")
+    heatmap_frame = heatmap_frame[heatmap_frame["position"] >= query_start]
+heatmap = lens_heatmap(heatmap_frame, handle.n_layers)
+st.altair_chart(heatmap, width="stretch")
+st.caption("Downloads: the top tokens of this word (CSV, PNG, SVG) and its heatmap (CSV, PNG, SVG).")
+left, right = st.columns(2)
+downloads(left, f"{name}_word_{int(word)}", frame=detail.table, chart=grid)
+downloads(right, f"{name}_word_{int(word)}_heatmap", frame=heatmap_frame, chart=heatmap)

@@ -260,7 +260,7 @@ def _parsers():
     from core.analyses.quanta.corpus import corpus_from_bytes
     from core.analyses.sequences import parse_pairs
     from core.analyses.train.corpora import decode_text
-    from core.wordlist import parse_words
+    from core.analyses.translation.wordlist import parse_words
 
     return {
         "word list": lambda raw: parse_words(raw.decode("utf-8", errors="replace"), "upload.csv"),
@@ -536,8 +536,9 @@ def _handles(style):
 @settings(max_examples=60, deadline=None)
 @given(data=st.data())
 def test_translation_prompts(data):
-    from core.analyses.translation import TASKS, TranslationSettings, build_prompt
-    from core.wordlist import LANGUAGES, load_words
+    from core.analyses.translation import Settings as TranslationSettings
+    from core.analyses.translation.prompts import TASKS, build_prompt
+    from core.analyses.translation.wordlist import LANGUAGES, load_words
 
     words = load_words()
     codes = list(words.languages)
@@ -546,7 +547,8 @@ def test_translation_prompts(data):
     shots = data.draw(st.integers(0, min(8, len(words) - 1)))
     seed = data.draw(st.integers(0, 2**31 - 1))
     index = data.draw(st.integers(0, len(words) - 1))
-    chosen = TranslationSettings(source=source, target=target, latent="en", task=task, shots=shots, seed=seed).checked(words)
+    chosen = TranslationSettings(source=source, target=target, latent="en", task=task, shots=shots, seed=seed).resolved()
+    chosen.validate()
     prompt = build_prompt(words, index, chosen)
     assert prompt == build_prompt(words, index, chosen)  # deterministic
     lines = prompt.split("\n")

@@ -1,32 +1,22 @@
 """Latent language of translation: token sets on three tokenizer styles, prompts, drops, the lens
-at the last layer equal to the model's own probabilities, the CLI contract and the page."""
+at the last layer equal to the model's own probabilities and the CLI contract (the page: test_page.py)."""
 
 import json
-from pathlib import Path
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from core.analyses.translation import (
-    SLOTS,
-    TranslationSettings,
-    build_prompt,
-    drill_down,
-    language_tokens,
-    plan_words,
-    run_translation,
-    summarize,
-)
+from core.analyses.translation import Settings, run
+from core.analyses.translation.analysis import drill_down, summarize
+from core.analyses.translation.prompts import SLOTS, build_prompt, language_tokens, plan_words
+from core.analyses.translation.wordlist import SHIPPED_LANGUAGES, load_words, parse_words
 from core.cli import main
 from core.lens import run_lens
 from core.models.handle import Batch
-from core.wordlist import SHIPPED_LANGUAGES, load_words, parse_words
 from tests import tiny
-from tests.apptest import chart_specs
-
-ROOT = Path(__file__).resolve().parents[2]
 # Hindi and Tamil words begin with the same UTF-8 byte 0xE0; Chinese with 0xE8/0xE6; Russian 0xD1.
 SMALL = parse_words(
     "en,fr,hi,ta,zh,ru\n"
@@ -75,7 +65,7 @@ def test_sentencepiece_without_byte_fallback_cannot_write_unseen_scripts():
     assert pieces(tok, language_tokens(tok, "fleur").whole) == ["f", "fl", "▁f"]
     hindi = language_tokens(tok, "फूल")
     assert hindi.empty  # only <unk>, which must never count as the word
-    plan = plan_words(tok, SMALL, TranslationSettings(source="fr", target="hi", shots=1))
+    plan = plan_words(tok, Settings(source="fr", target="hi", shots=1, words=SMALL))
     assert plan.kept == [] and set(plan.dropped["reason"]) == {"tokenizer cannot write the word"}
 
 
@@ -93,11 +83,11 @@ def test_byte_level_bpe_uses_two_pieces_for_split_characters():
 def test_source_set_leaves_out_what_target_and_latent_share_with_it():
     tok = tiny.tokenizer("sentencepiece")
     words = parse_words("fr,en,de\nfleur,flower,Blume\n", origin="x.csv")
-    plan = plan_words(tok, words, TranslationSettings(source="fr", target="en", latent="en", shots=0))
+    plan = plan_words(tok, Settings(source="fr", target="en", latent="en", shots=0, words=words))
     sets = plan.kept[0].sets
     assert sets["latent"] == sets["target"] and pieces(tok, sets["target"].whole) == ["f", "fl", "▁f"]
     assert sets["source"].whole == frozenset()  # fleur's f, fl, ▁f all begin "flower" too
-    plan = plan_words(tok, words, TranslationSettings(source="en", target="de", latent="fr", shots=0))
+    plan = plan_words(tok, Settings(source="en", target="de", latent="fr", shots=0, words=words))
     assert pieces(tok, plan.kept[0].sets["source"].whole) == []  # flower vs fleur (latent)
 
 
@@ -106,7 +96,7 @@ def test_source_set_leaves_out_what_target_and_latent_share_with_it():
 
 def test_prompts_follow_the_paper_format_and_do_not_depend_on_the_limit():
     words = load_words()
-    settings = TranslationSettings(source="fr", target="zh", shots=4, seed=0)
+    settings = Settings(source="fr", target="zh", shots=4, seed=0)
     prompt = build_prompt(words, 7, settings)  # fleur
     lines = prompt.split("\n")
     assert len(lines) == 5 and lines[-1] == 'Français: "fleur" - 中文: "'
@@ -114,11 +104,12 @@ def test_prompts_follow_the_paper_format_and_do_not_depend_on_the_limit():
         src, tgt = line.removeprefix('Français: "').removesuffix('"').split('" - 中文: "')
         i = words.words["fr"].index(src)
         assert i != 7 and words.words["zh"][i] == tgt
-    assert build_prompt(words, 7, TranslationSettings(shots=4, seed=0, limit=8)) == prompt
-    assert build_prompt(words, 7, TranslationSettings(shots=4, seed=1)) != prompt
-    repeat = TranslationSettings(source="fr", target="hi", task="repetition", shots=1).checked(words)
+    assert build_prompt(words, 7, Settings(shots=4, seed=0, limit=8)) == prompt
+    assert build_prompt(words, 7, Settings(shots=4, seed=1)) != prompt
+    repeat = Settings(source="fr", target="hi", task="repetition", shots=1).resolved()
+    assert repeat.source == "hi" and Settings(task="cloze").resolved().source == "fr"
     assert build_prompt(words, 7, repeat).split("\n")[-1] == 'हिन्दी: "फूल" - हिन्दी: "'
-    cloze = build_prompt(words, 7, TranslationSettings(target="ta", task="cloze", shots=1))
+    cloze = build_prompt(words, 7, Settings(target="ta", task="cloze", shots=1))
     assert cloze.split("\n")[-1] == 'Français: "fleur" - தமிழ்: "___" ⇒ "'
     assert cloze.split("\n")[0].count('"') == 6 and "___\" ⇒ \"" in cloze.split("\n")[0]
 
@@ -126,10 +117,10 @@ def test_prompts_follow_the_paper_format_and_do_not_depend_on_the_limit():
 def test_words_dropped_when_target_and_latent_overlap_or_latent_is_a_prefix():
     tok = tiny.tokenizer("sentencepiece")
     words = parse_words("fr,de,en\nfleur,Blume,flower\neau,fa,f\nfeu,Feuer,fire\npied,Pfote,paw\n", origin="x.csv")
-    plan = plan_words(tok, words, TranslationSettings(source="fr", target="de", shots=1))
+    plan = plan_words(tok, Settings(source="fr", target="de", shots=1, words=words))
     dropped = dict(zip(plan.dropped["source_word"], plan.dropped["reason"]))
     assert dropped == {"eau": "latent word is a prefix of the target word"}
-    plan = plan_words(tok, words, TranslationSettings(source="de", target="fr", shots=1))
+    plan = plan_words(tok, Settings(source="de", target="fr", shots=1, words=words))
     dropped = dict(zip(plan.dropped["source_word"], plan.dropped["reason"]))
     assert dropped == {"Blume": "target and latent token sets overlap", "Feuer": "target and latent token sets overlap",
                        "Pfote": "target and latent token sets overlap"}  # eau vs f: no shared token
@@ -160,10 +151,10 @@ def model_probability(handle, plan):
 
 def test_last_layer_equals_the_models_own_probability_with_byte_pieces(one_thread):
     handle = tiny.handle("llama")
-    settings = TranslationSettings(source="ta", target="hi", latent="zh", shots=2, batch_size=2)
-    result = run_translation(handle, settings, SMALL)
+    settings = Settings(source="ta", target="hi", latent="zh", shots=2, batch_size=2, words=SMALL)
+    result = run(handle, settings)
     assert result.n_words == 5 and result.n_two_piece == 5
-    plan = plan_words(handle.tokenizer, SMALL, settings)
+    plan = plan_words(handle.tokenizer, settings)
     own = model_probability(handle, plan)
     np.testing.assert_allclose(result.lang_probs[-1], own, atol=1e-5)
     assert result.curves()["p_target"].iloc[-1] == pytest.approx(own[:, 0].mean(), abs=1e-6)
@@ -179,9 +170,9 @@ def test_last_layer_equals_the_models_own_probability_with_byte_pieces(one_threa
 
 def test_batching_and_sorting_by_length_do_not_change_numbers(one_thread):
     handle = tiny.handle("gpt2", style="gpt2")
-    settings = TranslationSettings(source="fr", target="ru", shots=3, energy=True)
-    one = run_translation(handle, TranslationSettings(**{**settings.__dict__, "batch_size": 1}), SMALL)
-    many = run_translation(handle, settings, SMALL)
+    settings = Settings(source="fr", target="ru", shots=3, energy=True, words=SMALL)
+    one = run(handle, replace(settings, batch_size=1))
+    many = run(handle, settings)
     np.testing.assert_allclose(one.lang_probs, many.lang_probs, atol=1e-5)
     np.testing.assert_allclose(one.entropy_bits, many.entropy_bits, atol=1e-4)
     np.testing.assert_allclose(one.energy, many.energy, atol=1e-5)
@@ -209,11 +200,11 @@ def test_summary_finds_peak_and_overtaking_layer():
 
 @pytest.fixture(scope="module")
 def fr_zh(gemma):
-    return run_translation(gemma, TranslationSettings(source="fr", target="zh", limit=4, shots=2))
+    return run(gemma, Settings(source="fr", target="zh", limit=4, shots=2))
 
 
 def test_gemma_final_layer_is_the_models_probability_of_the_target_set(gemma, fr_zh):
-    own = model_probability(gemma, plan_words(gemma.tokenizer, load_words(), fr_zh.settings))
+    own = model_probability(gemma, plan_words(gemma.tokenizer, fr_zh.settings))
     assert fr_zh.n_words == 4 and fr_zh.n_dropped == 0
     np.testing.assert_allclose(fr_zh.lang_probs[-1], own, atol=2e-4)
     assert fr_zh.curves()["p_target"].iloc[-1] == pytest.approx(own[:, 0].mean(), abs=1e-4)
@@ -273,6 +264,7 @@ def test_cli_every_pair_of_shipped_languages(tiny_folder, capsys, one_thread):
         (["--source", "xx"], "unknown language code 'xx'"),
         (["--shots", "17"], "shots must be between 0 and 16"),
         (["--limit", "0"], "at least 1"),
+        (["--batch-size", "0"], "batch size must be at least 1"),
         (["--pairs", "PAIRS"], "has no column for 'en'"),
         (["--pairs", "BAD"], "row 3: zh 'dog' is written in Latin"),
     ],
@@ -295,32 +287,27 @@ def test_cli_pairs_file_with_its_own_languages(tiny_folder, tmp_path, capsys, on
     assert all(layer["p_source"] == layer["p_latent"] for layer in out["layers"])  # latent = source language
 
 
-# -- the page -------------------------------------------------------------------------------------------
+def test_cli_name_and_alias_print_what_run_returns(tiny_folder, capsys, one_thread):
+    from core.models import load_model
+
+    args = ["--model", tiny_folder, "--source", "ta", "--target", "hi", "--latent", "zh", "--limit", "4", "--shots", "1"]
+    printed = []
+    for name in ("translation", "translate"):
+        assert main([name, *args, "--json"]) == 0
+        printed.append(capsys.readouterr().out)
+    assert printed[0] == printed[1]
+    result = run(load_model(tiny_folder), Settings(source="ta", target="hi", latent="zh", limit=4, shots=1))
+    assert json.loads(printed[0]) == result.to_json()
+    assert result.n_two_piece > 0  # the teacher-forced pass ran too
+    frames = result.frames()
+    assert set(frames) == {"curves", "words", "word_layers", "dropped"}
+    assert len(frames["curves"]) == result.n_layers + 1 and len(frames["words"]) == result.n_words
+    assert len(frames["word_layers"]) == result.n_words * (result.n_layers + 1)
+    assert len(frames["dropped"]) == result.n_dropped == 4 - result.n_words
 
 
-def test_page_runs_a_small_batch_and_drills_down(gemma):
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=300)
-    at.switch_page("pages/translation.py")
-    at.run()
-    assert not at.exception and not at.error
-    assert at.title[0].value == "🌐 Translation latent language" and "press **Run**" in at.info[0].value
-    at.number_input[0].set_value(3)  # words
-    at.number_input[1].set_value(1)  # demonstrations: a short prompt keeps the all-positions heatmap cheap
-    at.button[0].click().run()
-    assert not at.exception and not at.error
-    assert [m.value for m in at.metric[:2]] == ["3", "0"]
-    specs = chart_specs(at)
-    assert len(specs) == 3 and '"area"' in specs[0] and '"line"' in specs[0] and '"rect"' in specs[1]
-    assert "target: Chinese (zh)" in specs[0]
-    table = at.dataframe[0].value
-    assert list(table["source_word"]) == ["eau", "feu", "soleil"]
-    assert table["prompt"].str.endswith('中文: "').all() and table["p_target_final"].between(0, 1).all()
-    assert at.get("download_button")
-    word = [s for s in at.selectbox if s.label == "Word"][0]
-    word.set_value(1).run()
-    assert not at.exception and not at.error
-    assert 'Français: "feu" - 中文: "' in at.code[0].value
-
-
+def test_settings_with_equal_word_lists_are_equal_and_hashable():
+    text = "fr,zh\nchat,猫\nchien,狗\n"
+    one, two = (Settings(words=parse_words(text, origin="a.csv")) for _ in range(2))
+    assert one == two and hash(one) == hash(two)  # a page rerun parses the upload again: results stay fresh
+    assert one != Settings(words=parse_words(text + "poule,鸡\n", origin="a.csv"))

@@ -1,24 +1,25 @@
-"""Altair charts of the Translation latent language page (no Streamlit here)."""
+"""Altair charts of the translation analysis (the Translation latent language page); no Streamlit here."""
 
 from __future__ import annotations
 
 import altair as alt
 import pandas as pd
 
-from core.analyses.translation import SLOTS, TranslationSettings
+from core.analyses.translation.analysis import Settings
+from core.analyses.translation.prompts import SLOTS
+from core.analyses.translation.wordlist import LANGUAGES
 from core.tokens import visible
-from core.wordlist import LANGUAGES
 
 # Target, latent, source: the paper's colours (target orange, English blue), source green.
 SLOT_COLORS = {"target": "#e6550d", "latent": "#3182bd", "source": "#31a354"}
 
 
-def slot_label(slot: str, settings: TranslationSettings) -> str:
+def slot_label(slot: str, settings: Settings) -> str:
     code = getattr(settings, slot)
     return f"{slot}: {LANGUAGES[code].english_name} ({code})"
 
 
-def curves_long(curves: pd.DataFrame, settings: TranslationSettings) -> pd.DataFrame:
+def curves_long(curves: pd.DataFrame, settings: Settings) -> pd.DataFrame:
     """One row per (layer, language): columns layer, language, p, lo, hi."""
     parts = []
     for slot in SLOTS:
@@ -31,7 +32,7 @@ def curves_long(curves: pd.DataFrame, settings: TranslationSettings) -> pd.DataF
     return pd.concat(parts, ignore_index=True)
 
 
-def language_curves(curves: pd.DataFrame, settings: TranslationSettings, n_words: int) -> alt.LayerChart:
+def language_curves(curves: pd.DataFrame, settings: Settings, n_words: int) -> alt.LayerChart:
     """Mean probability of each language per layer with its 95% band; mean entropy (bits) on the right axis."""
     long = curves_long(curves, settings)
     labels = list(dict.fromkeys(long["language"]))
@@ -98,12 +99,3 @@ def drill_down_chart(table: pd.DataFrame, n_layers: int) -> alt.Chart:
 def _language_order(label: str) -> tuple[int, str]:
     head = label.split(":")[0]
     return (SLOTS.index(head) if head in SLOTS else len(SLOTS), label)
-
-
-def chart_png(chart: alt.TopLevelMixin, scale: float = 2.0) -> bytes | None:
-    """The chart as PNG bytes through vl-convert, or None when vl-convert-python is not installed."""
-    try:
-        import vl_convert
-    except ImportError:
-        return None
-    return vl_convert.vegalite_to_png(chart.to_json(), scale=scale)

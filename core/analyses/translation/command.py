@@ -1,14 +1,14 @@
-"""`python -m core translate`: latent-language curves of few-shot word translation (Wendler et al. 2024)."""
+"""`python -m core translation` (alias `translate`): latent-language curves of few-shot word translation (Wendler et al. 2024)."""
 
 from __future__ import annotations
 
-import sys
+from core.analyses.translation.analysis import Settings, run as run_analysis
+from core.analyses.translation.prompts import MAX_SHOTS, TASKS
+from core.analyses.translation.wordlist import LANGUAGES, read_words
+from core.cli import add_model_arguments, load_from_args, progress_of
 
-from core.analyses.translation import MAX_SHOTS, TASKS, TranslationSettings, run_translation
-from core.commands._common import add_model_arguments, load_from_args
-from core.wordlist import LANGUAGES, load_words, read_words
-
-NAME = "translate"
+NAME = "translation"
+ALIASES = ["translate"]
 HELP = ("per layer, the probability of the target, latent and source language while the model translates "
         "words (mean over words with a 95%% band)")
 
@@ -29,33 +29,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> dict:
-    words = read_words(args.pairs) if args.pairs else load_words()
-    settings = TranslationSettings(
+    settings = Settings(
         source=args.source.strip().lower(), target=args.target.strip().lower(), latent=args.latent.strip().lower(),
         task=args.task, shots=args.shots, seed=args.seed, limit=args.limit, batch_size=args.batch_size,
+        words=read_words(args.pairs) if args.pairs else None,
     )
-    settings.checked(words)  # bad languages or counts fail before the model loads
-    handle = load_from_args(args)
-
-    def progress(fraction: float, message: str) -> None:
-        print(f"[{fraction:4.0%}] {message}", file=sys.stderr, flush=True)
-
-    result = run_translation(handle, settings, words, progress=progress)
-    curves = result.curves()
-    return {
-        "model": handle.spec,
-        "n_words": result.n_words,
-        "n_dropped": result.n_dropped,
-        "layers": [
-            {
-                "layer": int(row.layer),
-                "p_target": float(row.p_target),
-                "p_latent": float(row.p_latent),
-                "p_source": float(row.p_source),
-                "p_target_ci": [float(row.p_target_lo), float(row.p_target_hi)],
-                "p_latent_ci": [float(row.p_latent_lo), float(row.p_latent_hi)],
-                "entropy_bits": float(row.entropy_bits),
-            }
-            for row in curves.itertuples()
-        ],
-    }
+    settings.validate()  # bad languages or counts fail before the model loads
+    return run_analysis(load_from_args(args), settings, progress_of(args)).to_json()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from core.errors import UserError
 
-WORDS_CSV = Path(__file__).resolve().parents[1] / "assets" / "words.csv"
+WORDS_CSV = Path(__file__).resolve().parents[3] / "assets" / "words.csv"
 SHIPPED_LANGUAGES = ("en", "hi", "ta", "fr", "de", "es", "zh", "ru", "ja")
 
 
@@ -105,6 +105,9 @@ class WordList:
     languages: tuple[str, ...]
     words: dict[str, tuple[str, ...]]
     origin: str  # where it came from, for messages
+
+    def __hash__(self) -> int:  # by content (``words`` is a dict): a word list is part of hashable Settings
+        return hash((self.languages, tuple(self.words[code] for code in self.languages), self.origin))
 
     def __len__(self) -> int:
         return len(self.words[self.languages[0]])

@@ -4,8 +4,8 @@ import unicodedata
 
 import pytest
 
+from core.analyses.translation.wordlist import LANGUAGES, SHIPPED_LANGUAGES, WORDS_CSV, load_words, parse_words, read_words, script_of, scripts_in
 from core.errors import UserError
-from core.wordlist import LANGUAGES, SHIPPED_LANGUAGES, WORDS_CSV, load_words, parse_words, read_words, script_of, scripts_in
 
 
 def test_shipped_list_has_150_concepts_in_nine_languages():

@@ -1,6 +1,6 @@
 """Speed of the Translation latent language analysis: N words French -> Chinese after the model is loaded.
 
-    python bench/translate.py [--model gemma-3-270m] [--words 100] [--batch-size 16] [--repeats 1]
+    python bench/translation.py [--model gemma-3-270m] [--words 100] [--batch-size 16] [--repeats 1]
 
 Target (issue 3): 100 words in <= 30 s on the default model on a 2-core CPU. Prints the
 measured wall seconds, the CPU seconds this process used, the load average (other processes on
@@ -25,7 +25,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from core.analyses.translation import TranslationSettings, run_translation  # noqa: E402
+from core.analyses.translation import Settings, run  # noqa: E402
 from core.models import load_model  # noqa: E402
 
 TARGET_S = 30.0
@@ -47,13 +47,13 @@ def main() -> None:
     start = time.perf_counter()
     handle = load_model(args.model)
     load_s = time.perf_counter() - start
-    settings = TranslationSettings(source=args.source, target=args.target, limit=args.words, batch_size=args.batch_size)
-    run_translation(handle, TranslationSettings(source=args.source, target=args.target, limit=2))  # warm-up
+    settings = Settings(source=args.source, target=args.target, limit=args.words, batch_size=args.batch_size)
+    run(handle, Settings(source=args.source, target=args.target, limit=2))  # warm-up
 
     times, cpu = [], []
     for _ in range(args.repeats):
         start, start_cpu = time.perf_counter(), _cpu_seconds()
-        result = run_translation(handle, settings)
+        result = run(handle, settings)
         times.append(time.perf_counter() - start)
         cpu.append(_cpu_seconds() - start_cpu)
     best = min(times)

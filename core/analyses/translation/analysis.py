@@ -3,51 +3,39 @@
 A few-shot prompt asks the model to translate a word (``Français: "fleur" - 中文: "``); the
 logit lens reads, at the last position and every layer, how much probability goes to tokens
 that begin the answer in the target language, in a latent language (English by default) and
-in the source language. Averaged over many words with a 95% band, this gives the paper's
-curves: high entropy early, English in the middle, the target only in the last layers.
+in the source language (``prompts`` says which tokens count, and which words are dropped).
+Averaged over many words with a 95% band, this gives the paper's curves: high entropy early,
+English in the middle, the target only in the last layers.
 
-- ``language_tokens``: the ids that begin a word. Whole-character tokens as in
-  ``core.tokens.word_token_set``; when the word's first character is spelled in pieces (UTF-8
-  bytes in Llama-2, byte-level BPE), the pieces are not counted alone: the first piece (e.g.
-  <0xE0>) is shared by Devanagari and Tamil. The word's first *two* pieces count instead:
-  p(piece1) at the prompt's end times p(piece2) read after teacher-forcing piece1.
-- ``plan_words``: prompts and token sets for a word list, and which words are dropped and why
-  (target and latent sets overlap, the latent word is a prefix of the target word, the
-  tokenizer cannot write a word).
-- ``run_translation``: the batched lens over every kept word -> ``TranslationResult``.
+- ``run``: the batched lens over every kept word -> ``Result``.
 - ``drill_down``: one word's prompt under the lens at every position, and its top tokens per
   layer labelled by language.
-
-The three masses are disjoint: the source set leaves out tokens that are also in the target
-or latent set (so "fl" counts for "flower", not for "fleur", in French -> English).
 """
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass, field, replace
-from typing import Callable
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
+from core.analyses.base import Settings as BaseSettings
+from core.analyses.translation.prompts import MAX_SHOTS, SLOTS, TASKS, plan_words
+from core.analyses.translation.wordlist import LANGUAGES, WordList, language, load_words, scripts_in
 from core.errors import UserError
 from core.lens import LensResult, run_lens
 from core.models.handle import ModelHandle
-from core.tokens import first_char_tokens, token_str, word_token_set
-from core.wordlist import LANGUAGES, WordList, language, load_words, scripts_in
+from core.progress import Progress, part
 
-Progress = Callable[[float, str], None]
-TASKS = ("translation", "repetition", "cloze")
-SLOTS = ("target", "latent", "source")  # the three languages tracked, in array order
 Z95 = 1.96
-MAX_SHOTS = 16
+MAX_TOP_K = 50
 
 
 @dataclass(frozen=True)
-class TranslationSettings:
+class Settings(BaseSettings):
     """What to run. ``task``: "translation" (source -> target), "repetition" (target -> target,
-    the source is ignored) or "cloze" (the translation written as a blank to fill)."""
+    the source is ignored) or "cloze" (the translation written as a blank to fill). ``words``: the
+    word list (None: the shipped ``assets/words.csv``)."""
 
     source: str = "fr"
     target: str = "zh"
@@ -59,195 +47,38 @@ class TranslationSettings:
     energy: bool = False
     top_k: int = 5
     batch_size: int = 16
+    words: WordList | None = None
 
-    def checked(self, words: WordList) -> "TranslationSettings":
-        """These settings validated against ``words`` (repetition: source := target)."""
+    @property
+    def word_list(self) -> WordList:
+        return self.words if self.words is not None else load_words()
+
+    def resolved(self) -> "Settings":
+        """The settings as run: in the repetition task the source is the target."""
+        return replace(self, source=self.target) if self.task == "repetition" else self
+
+    def validate(self) -> None:
         if self.task not in TASKS:
             raise UserError(f"unknown task '{self.task}': use one of {', '.join(TASKS)}")
-        settings = replace(self, source=self.target) if self.task == "repetition" else self
-        for code in (settings.source, settings.target, settings.latent):
+        s = self.resolved()
+        for code in (s.source, s.target, s.latent):
             language(code)
-        words.require(settings.source, settings.target, settings.latent)
-        if not 0 <= settings.shots <= MAX_SHOTS:
-            raise UserError(f"shots must be between 0 and {MAX_SHOTS}, got {settings.shots}")
-        if settings.shots > len(words) - 1:
-            raise UserError(f"{settings.shots} demonstrations need at least {settings.shots + 1} words; the list has {len(words)}")
-        if settings.limit is not None and settings.limit < 1:
-            raise UserError(f"the word limit must be at least 1, got {settings.limit}")
-        if not 1 <= settings.top_k <= 50:
-            raise UserError(f"top-k must be between 1 and 50, got {settings.top_k}")
-        if settings.batch_size < 1:
+        words = self.word_list
+        words.require(s.source, s.target, s.latent)
+        if not 0 <= s.shots <= MAX_SHOTS:
+            raise UserError(f"shots must be between 0 and {MAX_SHOTS}, got {s.shots}")
+        if s.shots > len(words) - 1:
+            raise UserError(f"{s.shots} demonstrations need at least {s.shots + 1} words; the list has {len(words)}")
+        if s.limit is not None and s.limit < 1:
+            raise UserError(f"the word limit must be at least 1, got {s.limit}")
+        if not 1 <= s.top_k <= MAX_TOP_K:
+            raise UserError(f"top-k must be between 1 and {MAX_TOP_K}, got {s.top_k}")
+        if s.batch_size < 1:
             raise UserError("batch size must be at least 1")
-        return settings
-
-
-# -- prompts --------------------------------------------------------------------------------------
-
-
-def _line(task: str, source: str, target: str, source_word: str, target_word: str | None) -> str:
-    """One demonstration (``target_word`` given) or the query (None: ends at the answer's opening quote)."""
-    src, tgt = LANGUAGES[source].name, LANGUAGES[target].name
-    answer = "" if target_word is None else f'{target_word}"'
-    if task == "cloze":
-        return f'{src}: "{source_word}" - {tgt}: "___" ⇒ "{answer}'
-    return f'{src}: "{source_word}" - {tgt}: "{answer}'
-
-
-def build_prompt(words: WordList, index: int, settings: TranslationSettings) -> str:
-    """The few-shot prompt for word ``index``: ``shots`` other words (seeded per word), then the query.
-
-    The demonstrations for a word depend only on (seed, task, languages, word), so ``--limit``
-    and batching never change a word's prompt.
-    """
-    rng = random.Random(f"{settings.seed}|{settings.task}|{settings.source}|{settings.target}|{index}")
-    others = [i for i in range(len(words)) if i != index]
-    demos = rng.sample(others, settings.shots)
-    src_words, tgt_words = words.words[settings.source], words.words[settings.target]
-    lines = [_line(settings.task, settings.source, settings.target, src_words[i], tgt_words[i]) for i in demos]
-    lines.append(_line(settings.task, settings.source, settings.target, src_words[index], None))
-    return "\n".join(lines)
-
-
-# -- token sets -----------------------------------------------------------------------------------
-
-
-def _is_fragment(tokenizer, token_id: int) -> bool:
-    """A piece of a character (a UTF-8 byte token, a byte-level BPE fragment): not text on its own."""
-    text = tokenizer.decode([int(token_id)], clean_up_tokenization_spaces=False)
-    return "\ufffd" in text
-
-
-@dataclass(frozen=True)
-class LanguageTokens:
-    """What counts as "the model is writing ``word``": ``whole`` tokens, or the two-piece ``lead``."""
-
-    word: str
-    whole: frozenset[int]  # tokens that begin the word and are whole characters
-    lead: tuple[int, int] | None = None  # first two pieces when the first character is split into pieces
-
-    @property
-    def empty(self) -> bool:
-        return not self.whole and self.lead is None
-
-    @property
-    def ids(self) -> frozenset[int]:
-        """Every id the lens may show for this word at the answer position (the lead's first piece too)."""
-        return self.whole | ({self.lead[0]} if self.lead else set())
-
-    def overlaps(self, other: "LanguageTokens") -> bool:
-        return bool(self.whole & other.whole) or (self.lead is not None and self.lead == other.lead)
-
-    def without(self, *others: "LanguageTokens") -> "LanguageTokens":
-        """This set less every token (and lead) it shares with ``others``."""
-        whole = self.whole.difference(*(o.whole for o in others))
-        lead = None if self.lead is None or any(self.lead == o.lead for o in others) else self.lead
-        return LanguageTokens(self.word, whole, lead)
-
-
-def language_tokens(tokenizer, word: str) -> LanguageTokens:
-    """The ids that begin ``word`` (see the module docstring); special tokens and <unk> never count."""
-    special = set(getattr(tokenizer, "all_special_ids", []) or [])
-    whole = frozenset(
-        t for t in word_token_set(tokenizer, word).ids if t not in special and not _is_fragment(tokenizer, t)
-    )
-    pieces = first_char_tokens(tokenizer, word)
-    lead = None
-    if len(pieces) >= 2 and _is_fragment(tokenizer, pieces[0]) and pieces[0] not in special:
-        lead = (int(pieces[0]), int(pieces[1]))
-    return LanguageTokens(word.strip(), whole, lead)
-
-
-@dataclass(frozen=True)
-class WordPlan:
-    """One kept word: its prompt and the token sets of its three languages."""
-
-    row: int  # index in the word list
-    words: dict  # slot -> word
-    prompt: str
-    sets: dict  # slot -> LanguageTokens
-    forced: dict = field(default_factory=dict)  # lead's first piece -> (teacher-forced text, tokens after the prompt)
-
-
-@dataclass(frozen=True)
-class Plan:
-    settings: TranslationSettings
-    kept: list[WordPlan]
-    dropped: pd.DataFrame  # row, source_word, target_word, latent_word, reason, detail
-
-
-def _words_of(words: WordList, row: int, s: TranslationSettings) -> dict:
-    return {"target": words.words[s.target][row], "latent": words.words[s.latent][row],
-            "source": words.words[s.source][row]}
-
-
-def plan_words(tokenizer, words: WordList, settings: TranslationSettings) -> Plan:
-    """Prompts and token sets for the first ``settings.limit`` words; the others dropped with a reason."""
-    s = settings.checked(words)
-    rows = range(len(words) if s.limit is None else min(s.limit, len(words)))
-    kept, dropped = [], []
-
-    def drop(row, names, reason, detail=""):
-        dropped.append((row, names["source"], names["target"], names["latent"], reason, detail))
-
-    for row in rows:
-        names = _words_of(words, row, s)
-        target = language_tokens(tokenizer, names["target"])
-        latent = target if s.latent == s.target else language_tokens(tokenizer, names["latent"])
-        if s.source == s.target:
-            source = target
-        elif s.source == s.latent:
-            source = latent
-        else:
-            source = language_tokens(tokenizer, names["source"]).without(target, latent)
-        empty = [slot for slot, t in (("target", target), ("latent", latent)) if t.empty]
-        if language_tokens(tokenizer, names["source"]).empty:
-            empty.append("source")
-        if empty:
-            drop(row, names, "tokenizer cannot write the word", f"{', '.join(empty)}: only unknown tokens")
-            continue
-        if s.latent != s.target:
-            if names["target"].casefold().startswith(names["latent"].casefold()):
-                drop(row, names, "latent word is a prefix of the target word")
-                continue
-            if target.overlaps(latent):
-                shared = sorted(target.whole & latent.whole)
-                detail = ", ".join(repr(token_str(tokenizer, t)) for t in shared) or "same first two pieces"
-                drop(row, names, "target and latent token sets overlap", detail)
-                continue
-        prompt = build_prompt(words, row, s)
-        sets = {"target": target, "latent": latent, "source": source}
-        forced, failed = _teacher_forced(tokenizer, prompt, names, sets)
-        if failed:
-            drop(row, names, "first character cannot be teacher-forced", failed)
-            continue
-        kept.append(WordPlan(row, names, prompt, sets, forced))
-    frame = pd.DataFrame(dropped, columns=["row", "source_word", "target_word", "latent_word", "reason", "detail"])
-    return Plan(s, kept, frame)
-
-
-def _teacher_forced(tokenizer, prompt: str, names: dict, sets: dict) -> tuple[dict, str]:
-    """For each distinct first piece among the sets' leads: the prompt with the word's first character
-    appended, and how many tokens that character adds (the lens reads at -that). ({}, "") when no lead."""
-    forced, base = {}, None
-    for slot in SLOTS:
-        lead = sets[slot].lead
-        if lead is None or lead[0] in forced:
-            continue
-        if base is None:
-            base = tokenizer(prompt)["input_ids"]
-        text = prompt + names[slot].strip()[0]
-        ids = tokenizer(text)["input_ids"]
-        if ids[: len(base)] != base or len(ids) < len(base) + 2 or tuple(ids[len(base): len(base) + 2]) != lead:
-            return {}, f"{slot} word {names[slot]!r}: appending its first character does not give its first pieces"
-        forced[lead[0]] = (text, len(ids) - len(base))
-    return forced, ""
-
-
-# -- the batched lens -----------------------------------------------------------------------------
 
 
 @dataclass
-class TranslationResult:
+class Result:
     """Per layer x kept word: probability of each language's set at the answer position.
 
     Arrays are indexed [layer, word]; ``lang_probs[..., i]`` follows ``SLOTS`` (target, latent, source).
@@ -255,7 +86,7 @@ class TranslationResult:
 
     model: str
     n_layers: int
-    settings: TranslationSettings
+    settings: Settings
     words: pd.DataFrame  # one row per kept word: row, source_word, target_word, latent_word, prompt
     dropped: pd.DataFrame  # row, source_word, target_word, latent_word, reason, detail
     lang_probs: np.ndarray  # [layer, word, slot]
@@ -337,6 +168,33 @@ class TranslationResult:
         frame["prompt"] = self.words["prompt"]
         return frame
 
+    def to_json(self) -> dict:
+        """The ``python -m core translation`` contract: per layer the three mean masses, the target's and
+        latent's 95% bands and the mean entropy."""
+        return {
+            "model": self.model,
+            "n_words": self.n_words,
+            "n_dropped": self.n_dropped,
+            "layers": [
+                {
+                    "layer": int(row.layer),
+                    "p_target": float(row.p_target),
+                    "p_latent": float(row.p_latent),
+                    "p_source": float(row.p_source),
+                    "p_target_ci": [float(row.p_target_lo), float(row.p_target_hi)],
+                    "p_latent_ci": [float(row.p_latent_lo), float(row.p_latent_hi)],
+                    "entropy_bits": float(row.entropy_bits),
+                }
+                for row in self.curves().itertuples()
+            ],
+        }
+
+    def frames(self) -> dict[str, pd.DataFrame]:
+        """``curves`` (``curves``), ``words`` (``final_table``), ``word_layers`` (``word_frame``: per word x
+        layer, with prompts), ``dropped`` (row, source_word, target_word, latent_word, reason, detail)."""
+        return {"curves": self.curves(), "words": self.final_table(), "word_layers": self.word_frame(),
+                "dropped": self.dropped}
+
 
 @dataclass(frozen=True)
 class CurveSummary:
@@ -371,6 +229,7 @@ def summarize(curves: pd.DataFrame) -> CurveSummary:
     )
 
 
+
 def _lens_by_length(handle: ModelHandle, prompts: list[str], progress, **kwargs) -> LensResult:
     """run_lens with prompts batched by token length (little padding); arrays back in the given order."""
     lengths = [len(handle.tokenizer(p)["input_ids"]) for p in prompts]
@@ -389,15 +248,9 @@ def _lens_by_length(handle: ModelHandle, prompts: list[str], progress, **kwargs)
     return result
 
 
-def run_translation(
-    handle: ModelHandle,
-    settings: TranslationSettings = TranslationSettings(),
-    words: WordList | None = None,
-    progress: Progress | None = None,
-) -> TranslationResult:
-    """The latent-language curves of ``settings`` over ``words`` (default: the shipped list)."""
-    words = words or load_words()
-    plan = plan_words(handle.tokenizer, words, settings)
+def run(handle: ModelHandle, settings: Settings, progress: Progress | None = None) -> Result:
+    """The latent-language curves of ``settings`` over its word list (default: the shipped list)."""
+    plan = plan_words(handle.tokenizer, settings)
     s = plan.settings
     if not plan.kept:
         reasons = plan.dropped["reason"].value_counts().to_dict()
@@ -409,10 +262,10 @@ def run_translation(
     n_forced = sum(len(w.forced) for w in plan.kept)
     total = n + n_forced
 
-    def scaled(start: int, size: int):
-        if progress is None:
-            return None
-        return lambda f, message: progress((start + f * size) / total, f"{start + round(f * size)}/{total} prompts")
+    def scaled(start: int, size: int) -> Progress:
+        """Prompts start .. start + size of the run's ``total`` (the main pass, then each teacher-forced group)."""
+        stage = part(progress, start / total, (start + size) / total)
+        return lambda f, message: stage(f, f"{start + round(f * size)}/{total} prompts")
 
     # Main pass: per word, the whole-token set and the lead's first piece of each language.
     main_sets = [
@@ -454,7 +307,7 @@ def run_translation(
         [(w.row, w.words["source"], w.words["target"], w.words["latent"], w.prompt) for w in plan.kept],
         columns=["row", "source_word", "target_word", "latent_word", "prompt"],
     )
-    return TranslationResult(
+    return Result(
         model=handle.spec,
         n_layers=handle.n_layers,
         settings=s,
@@ -483,7 +336,7 @@ class DrillDown:
     table: pd.DataFrame  # layer, rank, token, token_id, prob, language
 
 
-def token_language(text: str, token_id: int, sets: dict, settings: TranslationSettings) -> str:
+def token_language(text: str, token_id: int, sets: dict, settings: Settings) -> str:
     """A label for colouring a token: the tracked language whose set holds it, else its script."""
     for slot in SLOTS:
         if token_id in sets[slot]:
@@ -497,7 +350,7 @@ def token_language(text: str, token_id: int, sets: dict, settings: TranslationSe
     return f"other {next(iter(scripts))}"
 
 
-def drill_down(handle: ModelHandle, result: TranslationResult, word: int, top_k: int = 10) -> DrillDown:
+def drill_down(handle: ModelHandle, result: Result, word: int, top_k: int = 10) -> DrillDown:
     """The lens of kept word ``word``'s prompt at every position; its answer position's top-k, labelled."""
     if not 0 <= word < result.n_words:
         raise UserError(f"word {word} is not one of the {result.n_words} words of this run")
