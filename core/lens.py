@@ -16,7 +16,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from core.cache import PerModel
 from core.errors import UserError
+from core.lenses.base import Lens, LogitLens
 from core.models.handle import Batch, ModelHandle
 from core.tokens import token_str
 
@@ -39,6 +41,8 @@ class LensResult:
 
     model: str
     n_layers: int
+    lens: str  # "logit" | "tuned"
+    sites: list[tuple[int, str]] | None  # per row (block, "embed"|"attn"|"mlp") when sub-layer rows were decoded
     tokens: list[list[str]]  # each prompt's tokens, as text
     token_ids: list[list[int]]
     positions: list[list[int]]
@@ -56,13 +60,15 @@ class LensResult:
 
     @property
     def layers(self) -> range:
-        return range(self.n_layers + 1)
+        """Row indices: layers 0..n_layers, or 0..2·n_layers with sub-layer rows."""
+        return range(len(self.top_ids))
 
     def layers_json(self, prompt: int = 0, slot: int = 0) -> list[dict]:
-        """The CLI contract's "layers" list for one prompt and position."""
+        """The CLI contract's "layers" list for one prompt and position (with sub-layer rows, each has a "site")."""
         return [
             {
-                "layer": layer,
+                "layer": self.layer_of(layer),
+                **({"site": self.sites[layer][1]} if self.sites else {}),
                 "top": [
                     {"token": tok, "id": int(i), "prob": float(p)}
                     for tok, i, p in zip(
@@ -77,10 +83,37 @@ class LensResult:
             for layer in self.layers
         ]
 
-    def frame(self, prompt: int = 0) -> pd.DataFrame:
-        """Long table for one prompt: one row per (layer, position, rank).
+    def layer_of(self, row: int) -> int:
+        """The layer (block) number of a row: the row itself, or its block with sub-layer rows."""
+        return self.sites[row][0] if self.sites else row
 
-        Columns: layer, position, input_token, rank, token, token_id, prob, entropy_bits, kl_to_final_bits.
+    def row_label(self, row: int) -> str:
+        """How charts name a row: "12", or "12 attn" / "12 mlp" / "0 embed" with sub-layer rows."""
+        return f"{self.sites[row][0]} {self.sites[row][1]}" if self.sites else str(row)
+
+    def tracked_json(self, names: Sequence[str], prompt: int = 0, slot: int = 0) -> list[dict]:
+        """The CLI's "tracked" list: per tracked target (``targets`` of ``run_lens``), prob and rank at every row."""
+        if self.target_probs is None:
+            return []
+        out = []
+        for t, name in enumerate(names):
+            out.append({
+                "token": name,
+                "id": int(self.extras["target_ids"][prompt][t]),
+                "layers": [
+                    {"layer": self.layer_of(row), **({"site": self.sites[row][1]} if self.sites else {}),
+                     "prob": float(self.target_probs[row, prompt, slot, t]),
+                     "rank": int(self.target_ranks[row, prompt, slot, t])}
+                    for row in self.layers
+                ],
+            })
+        return out
+
+    def frame(self, prompt: int = 0) -> pd.DataFrame:
+        """Long table for one prompt: one row per (row, position, rank).
+
+        Columns: row, layer, site ("embed", "block", or with sub-layer rows "attn"/"mlp"), position,
+        input_token, rank, token, token_id, prob, entropy_bits, kl_to_final_bits.
         """
         rows = []
         for layer in self.layers:
@@ -96,6 +129,8 @@ class LensResult:
                     rows.append(
                         (
                             layer,
+                            self.layer_of(layer),
+                            self.sites[layer][1] if self.sites else ("embed" if layer == 0 else "block"),
                             position,
                             self.tokens[prompt][position],
                             rank,
@@ -109,7 +144,7 @@ class LensResult:
         return pd.DataFrame(
             rows,
             columns=[
-                "layer", "position", "input_token", "rank", "token", "token_id", "prob",
+                "row", "layer", "site", "position", "input_token", "rank", "token", "token_id", "prob",
                 "entropy_bits", "kl_to_final_bits",
             ],
         )
@@ -142,7 +177,13 @@ def _slot_index(batch: Batch, positions, lengths: list[int]) -> tuple[torch.Tens
     return index, per_prompt, mask
 
 
-_GRAM_CACHE: dict[int, tuple[torch.Tensor, float]] = {}
+_GRAMS = PerModel()
+
+
+def sublayer_sites(n_layers: int) -> list[tuple[int, str]]:
+    """(layer, site) of each of the 2L+1 sub-layer rows: (0, "embed"), then (ℓ, "attn"), (ℓ, "mlp") for blocks
+    ℓ = 1..L (the residual after block ℓ's attention, after its MLP = layer ℓ's row)."""
+    return [(0, "embed")] + [(layer, site) for layer in range(1, n_layers + 1) for site in ("attn", "mlp")]
 
 
 def unembedding_gram(handle: ModelHandle) -> tuple[torch.Tensor, float]:
@@ -150,8 +191,7 @@ def unembedding_gram(handle: ModelHandle) -> tuple[torch.Tensor, float]:
 
     mean_i (Ũ_i·ĥ)² = ĥᵀ M ĥ and mean_{i,j} (Ũ_i·Ũ_j)² = ‖ŨᵀŨ‖_F² / V², so neither needs a V×V matrix.
     """
-    key = id(handle.model)
-    if key not in _GRAM_CACHE:
+    def compute():
         with torch.inference_mode():
             weight = handle.adapter.unembed(handle.model).weight
             u = weight.detach().float().cpu() * handle.adapter.norm_weight(handle.model).cpu()
@@ -159,8 +199,9 @@ def unembedding_gram(handle: ModelHandle) -> tuple[torch.Tensor, float]:
             u = u[norms[:, 0] > 0] / norms[norms[:, 0] > 0]  # all-zero rows (padding) are no direction
             gram = u.T @ u
             vocab = u.shape[0]
-            _GRAM_CACHE[key] = (gram / vocab, math.sqrt(float((gram**2).sum())) / vocab)
-    return _GRAM_CACHE[key]
+            return gram / vocab, math.sqrt(float((gram**2).sum())) / vocab
+
+    return _GRAMS.get(handle.model, "unembedding_gram", compute)
 
 
 def energy_of(handle: ModelHandle, residual: torch.Tensor) -> torch.Tensor:
@@ -182,13 +223,20 @@ def run_lens(
     energy: bool = False,
     batch_size: int = 16,
     progress: Progress | None = None,
+    lens: Lens | None = None,
+    sublayer: bool = False,
 ) -> LensResult:
     """Decode every layer at ``positions`` of every prompt.
 
     ``targets[p]`` are token ids whose probability and rank are tracked for prompt p;
     ``token_sets[p]`` are sets of ids whose total probability is tracked (e.g. a word's set).
-    Every prompt must give the same number of targets and of sets.
+    Every prompt must give the same number of targets and of sets. ``lens`` reads the residual
+    (default: the logit lens); ``sublayer`` decodes 2L+1 rows (embeddings, then after each block's
+    attention and after its MLP; ``LensResult.sites`` names them) instead of L+1.
     """
+    lens = lens or LogitLens()
+    if sublayer and not lens.reads_sublayers:
+        raise UserError(f"the {lens.name} lens reads whole layers only: use the logit lens for sub-layer rows")
     if isinstance(prompts, str):
         prompts = [prompts]
     prompts = list(prompts)
@@ -215,7 +263,7 @@ def run_lens(
         batch_prompts = prompts[start : start + batch_size]
         batch = handle.encode(batch_prompts)
         index, wanted, mask = _slot_index(batch, positions, batch.lengths)
-        residual = handle.residuals(batch, index)  # [layer, b, slot, d]
+        residual = lens.transform(handle.residuals(batch, index, sublayer=sublayer))  # [row, b, slot, d]
         sl = slice(start, start + len(batch_prompts))
         chunks.append(
             _decode_all(
@@ -261,6 +309,8 @@ def run_lens(
     return LensResult(
         model=handle.spec,
         n_layers=handle.n_layers,
+        lens=lens.name,
+        sites=sublayer_sites(handle.n_layers) if sublayer else None,
         tokens=tokens,
         token_ids=token_ids,
         positions=positions_out,
@@ -274,6 +324,7 @@ def run_lens(
         target_ranks=cat("target_ranks"),
         set_probs=cat("set_probs"),
         energy=cat("energy"),
+        extras={} if targets is None else {"target_ids": [list(map(int, t)) for t in targets]},
     )
 
 

@@ -99,8 +99,19 @@ def current_model() -> ModelHandle:
         st.stop()
     # A server with a fixed model list never runs model code: the checkbox is hidden and its state ignored.
     trust_remote_code = fixed is None and bool(s.get("model_trust_remote_code", False))
-    job, started_here = _request(spec, s.get("model_dtype", "auto"), s.get("model_quantization", "none"),
-                                 s.get("model_device", "auto"), trust_remote_code)
+    handle = _wait(spec, s.get("model_dtype", "auto"), s.get("model_quantization", "none"),
+                   s.get("model_device", "auto"), trust_remote_code)
+    info = handle.summary()
+    st.sidebar.caption(
+        f"{info['architecture']} · {info['n_layers']} layers × {info['n_heads']} heads · d={info['d_model']} · "
+        f"{info['dtype']} on {info['device']} · {info['memory_mb']:.0f} MB"
+    )
+    return handle
+
+
+def _wait(spec: str, dtype: str, quantization: str, device: str, trust_remote_code: bool) -> ModelHandle:
+    """The model, showing its load's progress (shared with every session waiting for it); errors stop the page."""
+    job, started_here = _request(spec, dtype, quantization, device, trust_remote_code)
     placeholder = st.empty()
     if not job.wait(0.2):
         who = "" if started_here else " (asked for by another session first)"
@@ -118,12 +129,23 @@ def current_model() -> ModelHandle:
         st.error(f"Could not load the model '{spec}': {type(err).__name__}: {err}")
         st.stop()
     placeholder.empty()
-    info = handle.summary()
-    st.sidebar.caption(
-        f"{info['architecture']} · {info['n_layers']} layers × {info['n_heads']} heads · d={info['d_model']} · "
-        f"{info['dtype']} on {info['device']} · {info['memory_mb']:.0f} MB"
-    )
     return handle
+
+
+def model_choices() -> list[str]:
+    """The models this server lets a session pick (for a second model beside the first)."""
+    return offered_models() or (embedded_models() or [DEFAULT_MODEL]) + extra_choices()
+
+
+def other_model(spec: str) -> ModelHandle:
+    """A second model (same precision and device options as the sidebar's), loaded like the first."""
+    s = st.session_state
+    if spec not in model_choices():
+        st.error(f"'{spec}' is not one of the models this server offers: {', '.join(model_choices())}.")
+        st.stop()
+    trust_remote_code = offered_models() is None and bool(s.get("model_trust_remote_code", False))
+    return _wait(spec, s.get("model_dtype", "auto"), s.get("model_quantization", "none"), s.get("model_device", "auto"),
+                 trust_remote_code)
 
 
 def run_safely(fn, *args, **kwargs):

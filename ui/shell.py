@@ -4,18 +4,29 @@ A deep link as a fresh server's first request (a bookmark of /translation after 
 Streamlit run the page file by itself: with a ``pages/`` folder beside the entry script it starts in
 its old folder-based mode, and switches to ``st.navigation`` only once the entry script has run. The
 page would then show raw file names and no model picker. ``require_shell()`` notices that mode and
-reruns the app through the entry script, which opens the same page (both modes name a page by its
-file name, so the URL resolves to the same page).
+runs the entry script in its place, in the same script run (so a button press that came with the
+request is not lost, as it would be with a rerun): the entry script's ``st.navigation`` resolves the
+same page (both modes name a page by its file name) and runs it inside the shell; the stand-alone
+run then stops.
 """
 
 from __future__ import annotations
 
+import runpy
+
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 
 def require_shell() -> None:
-    """Call first in every page: reruns through streamlit_app.py when the page was run on its own."""
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False  # what st.navigation itself sets on its first call
-        st.rerun()
+    """Call first in every page: runs the app (sidebar, navigation, then this page) when the page ran alone."""
+    if not PagesManager.uses_pages_directory:
+        return
+    PagesManager.uses_pages_directory = False  # what st.navigation itself sets on its first call
+    ctx = get_script_run_ctx()
+    entry = ctx.pages_manager.main_script_path if ctx is not None else None
+    if entry is None:
+        return
+    runpy.run_path(str(entry), run_name="__main__")
+    st.stop()
