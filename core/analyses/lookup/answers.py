@@ -21,7 +21,8 @@ from core.models.handle import Batch, ModelHandle, max_prompt_tokens
 from core.progress import Progress, quiet
 from core.tokens import is_byte_token, token_str
 
-LOGIT_BUDGET = 32 * 2**20  # floats of logits decoded at once (128 MB in float32)
+LOGIT_BUDGET = 64 * 2**20  # floats of logits decoded at once (256 MB in float32): Gemma's 262k-token
+# unembedding runs near full speed from a few hundred rows, and every decode reads all of it
 TOKENS_PER_PASS = 4096  # prompt tokens per forward pass
 
 

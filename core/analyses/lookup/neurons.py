@@ -72,18 +72,21 @@ def top_neurons(handle: ModelHandle, ids: Sequence[int], position: int, per_laye
         finally:
             for h in hooks:
                 h.remove()
-    rows = []
+    picked = []  # (layer, neuron, activation, contribution, direction as the residual receives it)
     with torch.inference_mode():
         for layer, (projection, activation) in enumerate(zip(projections, captured)):
             values = value_vectors(projection).cpu()  # [neuron, d_model]
             contribution = activation.abs() * values.norm(dim=-1)
-            best = contribution.topk(min(per_layer, contribution.numel())).indices
             branch = handle.adapter.mlp_branch(blocks[layer])
             post = _scale(branch) if branch is not handle.adapter.mlp(blocks[layer]) else 1.0
-            directions = values[best] * activation[best].sign()[:, None] * post  # as the residual receives them
-            promoted = handle.decode(directions).topk(top_tokens, dim=-1).indices.cpu()  # through the logit lens
-            for neuron, ids_ in zip(best.tolist(), promoted.tolist()):
-                rows.append({"layer": layer, "neuron": int(neuron), "activation": float(activation[neuron]),
-                             "contribution": float(contribution[neuron]),
-                             "promotes": " · ".join(token_str(handle.tokenizer, t) for t in ids_)})
+            for neuron in contribution.topk(min(per_layer, contribution.numel())).indices.tolist():
+                direction = values[neuron] * activation[neuron].sign() * post
+                picked.append((layer, neuron, float(activation[neuron]), float(contribution[neuron]), direction))
+        promoted = []
+        if picked:  # one decode for every layer's neurons: the unembedding is read once
+            logits = handle.decode(torch.stack([d for *_, d in picked]))  # through the logit lens
+            promoted = logits.topk(top_tokens, dim=-1).indices.cpu().tolist()
+    rows = [{"layer": layer, "neuron": neuron, "activation": act, "contribution": contribution,
+             "promotes": " · ".join(token_str(handle.tokenizer, t) for t in ids_)}
+            for (layer, neuron, act, contribution, _), ids_ in zip(picked, promoted)]
     return pd.DataFrame(rows, columns=["layer", "neuron", "activation", "contribution", "promotes"])

@@ -35,6 +35,7 @@ from core.tokens import token_str
 
 KINDS = ("residual", "mlp", "attention")
 TOKENS_PER_PASS = 8192
+MIN_TOKENS_PER_PASS = 512
 _STD = PerModel()
 
 
@@ -189,35 +190,49 @@ def _check(handle: ModelHandle, run: Corrupted, restorations: Sequence[Restorati
             raise UserError(f"restored positions {r.positions} are outside the prompt's {n_positions} tokens")
 
 
+def _passes(starts: Sequence[int], n_positions: int, max_tokens: int, min_tokens: int) -> list[list[int]]:
+    """Rows (by index) grouped into passes: in order of their earliest restored layer, a pass closes once it
+    holds ``min_tokens`` tokens (small passes cost more in overhead than the layers they skip) and never
+    holds more than ``max_tokens``. A pass resumes from the earliest layer among its rows: the layers a
+    row runs before its own restored layer compute the corrupted states again, unchanged."""
+    passes: list[list[int]] = [[]]
+    order = sorted(range(len(starts)), key=lambda i: starts[i])
+    for position, i in enumerate(order):
+        if passes[-1] and (len(passes[-1]) + 1) * n_positions > max_tokens:
+            passes.append([])
+        passes[-1].append(i)
+        boundary = position + 1 < len(order) and starts[order[position + 1]] != starts[i]
+        if boundary and len(passes[-1]) * n_positions >= min_tokens:
+            passes.append([])
+    return [p for p in passes if p]
+
+
 def restore(handle: ModelHandle, run: Corrupted, restorations: Sequence[Restoration],
-            max_tokens: int = TOKENS_PER_PASS, progress: Progress | None = None) -> np.ndarray:
+            max_tokens: int = TOKENS_PER_PASS, min_tokens: int = MIN_TOKENS_PER_PASS,
+            progress: Progress | None = None) -> np.ndarray:
     """p(answer) in the corrupted run with each restoration applied (one row each, batched)."""
     _check(handle, run, restorations)
     progress = progress or quiet
     blocks = handle.adapter.layers(handle.model)
-    by_start: dict[int, list[int]] = defaultdict(list)
-    for i, r in enumerate(restorations):
-        by_start[min(r.layers)].append(i)
-    per_pass = max(1, max_tokens // run.corrupt.n_positions)
-    out = np.zeros(len(restorations))
-    work = sum((handle.n_layers - s) * len(ix) for s, ix in by_start.items()) or 1
+    starts = [min(r.layers) for r in restorations]
+    passes = _passes(starts, run.corrupt.n_positions, max_tokens, min_tokens)
+    finals = torch.empty(len(restorations), handle.d_model, dtype=run.corrupt.final.dtype)
+    work = sum((handle.n_layers - min(starts[i] for i in rows)) * len(rows) for rows in passes) or 1
     done = 0
-    for start in sorted(by_start):
-        for first in range(0, len(by_start[start]), per_pass):
-            chunk = by_start[start][first:first + per_pass]
-            rows = len(chunk)
-            with handle.lock, torch.inference_mode(), _restoring(handle, run, [restorations[i] for i in chunk]):
-                hidden = _hidden(*run.corrupt.calls[start]).repeat(rows, 1, 1)
-                for index in range(start, handle.n_layers):
-                    args, kwargs = run.corrupt.calls[index]
-                    new_args, new_kwargs = _with_hidden(_tile(args, rows), _tile(kwargs, rows), hidden)
-                    output = blocks[index](*new_args, **new_kwargs)
-                    hidden = output[0] if isinstance(output, tuple) else output
-                p, _ = answer_probs(handle, hidden[:, -1], torch.full((rows,), run.answer_id))
-            out[chunk] = p.numpy()
-            done += (handle.n_layers - start) * rows
-            progress(done / work, f"restorations from layer {start}: {rows} in one pass")
-    return out
+    for rows in passes:
+        start, n = min(starts[i] for i in rows), len(rows)
+        with handle.lock, torch.inference_mode(), _restoring(handle, run, [restorations[i] for i in rows]):
+            hidden = _hidden(*run.corrupt.calls[start]).repeat(n, 1, 1)
+            for index in range(start, handle.n_layers):
+                args, kwargs = run.corrupt.calls[index]
+                new_args, new_kwargs = _with_hidden(_tile(args, n), _tile(kwargs, n), hidden)
+                output = blocks[index](*new_args, **new_kwargs)
+                hidden = output[0] if isinstance(output, tuple) else output
+        finals[rows] = hidden[:, -1].to(finals.device, finals.dtype)
+        done += (handle.n_layers - start) * n
+        progress(done / work, f"restorations from layer {start}: {n} in one pass")
+    p, _ = answer_probs(handle, finals, torch.full((len(restorations),), run.answer_id))  # one decode for all
+    return p.numpy()
 
 
 @dataclass

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from core.analyses.lookup.answers import answer_probs, make_batch
-from core.analyses.lookup.tracing import Restoration, corrupt, restore, trace, window_of
+from core.analyses.lookup.tracing import Restoration, _passes, corrupt, restore, trace, window_of
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 PROMPT = "The capital of France is Paris. The capital of Germany is"
@@ -45,9 +45,10 @@ def test_batched_restorations_equal_one_at_a_time(family):
     restorations += [Restoration(kind, window_of(l, 2, layers), (p,)) for kind in ("mlp", "attention")
                      for l in range(layers) for p in (3, n - 1)]
     restorations += [Restoration("mlp", (0, 2), (2, 3, 4))]
-    batched = restore(family, run, restorations, max_tokens=5 * n)  # several passes per start layer
+    batched = restore(family, run, restorations, max_tokens=5 * n, min_tokens=0)  # several passes per start layer
+    merged = restore(family, run, restorations, min_tokens=10**6)  # one pass from layer 0 for every row
     alone = np.array([restore(family, run, [r])[0] for r in restorations])
-    assert np.allclose(batched, alone, rtol=1e-5, atol=1e-8)
+    assert np.allclose(batched, alone, rtol=1e-5, atol=1e-8) and np.allclose(merged, alone, rtol=1e-5, atol=1e-8)
     assert len(set(np.round(batched, 6))) > len(restorations) // 3  # they differ from each other
 
 
@@ -99,6 +100,13 @@ def test_trace_layout(family):
     frame = t.frame()
     assert len(frame) == (3 * layers + 1) * n and set(frame["kind"]) == {"residual", "mlp", "attention"}
     assert t.peak()["indirect_effect"] == pytest.approx(t.effects["residual"].max())
+
+
+def test_passes_close_at_a_layer_boundary_once_big_enough():
+    starts = [0, 0, 1, 1, 1, 2, 5, 5]
+    assert _passes(starts, 10, max_tokens=1000, min_tokens=0) == [[0, 1], [2, 3, 4], [5], [6, 7]]
+    assert _passes(starts, 10, max_tokens=1000, min_tokens=30) == [[0, 1, 2, 3, 4], [5, 6, 7]]
+    assert _passes(starts, 10, max_tokens=20, min_tokens=10**6) == [[0, 1], [2, 3], [4, 5], [6, 7]]
 
 
 def test_window_of_is_centred_and_clipped():
