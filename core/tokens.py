@@ -29,8 +29,10 @@ def token_str(tokenizer, token_id: int) -> str:
 
 
 def visible(text: str) -> str:
-    """A token's text with spaces and newlines made visible, for chart labels."""
-    return text.replace(" ", "␣").replace("\n", "⏎").replace("\t", "⇥")
+    """A token's text with spaces and newlines made visible and other control characters escaped (\\x07),
+    for chart labels and tables (vl-convert aborts the process on control characters in a chart)."""
+    text = text.replace(" ", "␣").replace("\n", "⏎").replace("\t", "⇥")
+    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
 
 
 def is_byte_token(tokenizer, token_id: int) -> bool:

@@ -59,15 +59,15 @@ def keep_result(name: str, request: Hashable, result: Any) -> Any:
 
 
 def downloads(column, name: str, *, frame=None, chart=None, key: str | None = None) -> None:
-    """Download buttons in ``column``: the table as CSV, the chart as PNG and SVG (when vl-convert renders)."""
+    """Download buttons in ``column``: the table as CSV, the chart as PNG and SVG. Images are rendered only
+    when a button is pressed (a rerun renders nothing), and the press does not rerun the page."""
     key = key or name
     if frame is not None:
         column.download_button("CSV", export.csv_bytes(frame), file_name=f"{name}.csv", mime="text/csv",
-                               key=f"{key}:csv")
-    if chart is not None:
-        png = export.png_bytes(chart)
-        if png is not None:
-            column.download_button("PNG", png, file_name=f"{name}.png", mime="image/png", key=f"{key}:png")
-        svg = export.svg_bytes(chart)
-        if svg is not None:
-            column.download_button("SVG", svg, file_name=f"{name}.svg", mime="image/svg+xml", key=f"{key}:svg")
+                               key=f"{key}:csv", on_click="ignore")
+    if chart is not None and export.can_render():
+        spec = chart.to_json()  # fixed now: the chart object may change before the press
+        column.download_button("PNG", lambda: export.png_bytes(spec), file_name=f"{name}.png", mime="image/png",
+                               key=f"{key}:png", on_click="ignore")
+        column.download_button("SVG", lambda: export.svg_bytes(spec), file_name=f"{name}.svg", mime="image/svg+xml",
+                               key=f"{key}:svg", on_click="ignore")
