@@ -24,7 +24,7 @@ from core.models.handle import ModelHandle
 from core.progress import Progress, part, quiet
 
 ATTENTION_PROMPTS = 8
-ATTENTION_TOKENS = 192
+ATTENTION_TOKENS = 160
 ABLATIONS = ("mean", "zero")
 
 

@@ -31,6 +31,12 @@ def test_default_run_shows_charts_and_tables_then_facts_trace(gemma):
     assert {m.label for m in at.metric} == {"Accuracy at K = 8", "Answer top-1 from layer", "Strongest confirmed head"}
     assert at.get("download_button")
 
+    next(s for s in at.selectbox if s.label == "Pairs").set_value("codes")
+    next(m for m in at.multiselect if m.label.startswith("K values")).set_value([64])
+    button(at, "Run").click().run()  # 64 codes need 64 colours: one clear line, the app keeps going
+    assert not at.exception and len(at.error) == 1
+    assert "K=64 pairs need 64 distinct keys and values, but the codes → colours list has 30" in at.error[0].value
+
     at.radio(key="lookup_task").set_value("facts").run()
     next(n for n in at.number_input if n.label.startswith("Facts")).set_value(3)
     next(m for m in at.multiselect if m.label == "Restore").set_value(["residual"])
