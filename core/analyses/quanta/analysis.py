@@ -40,6 +40,8 @@ AFTER_TOKENS = 12  # tokens shown (greyed) after it
 
 @dataclass(frozen=True)
 class Settings(BaseSettings):
+    """Which tokens to cluster (corpus, cut, loss threshold, filters, cap) and how (parameters, sketch, clusters)."""
+
     corpus: str | Corpus = DEFAULT_CORPUS  # shipped corpus name, a .txt / .jsonl path, or the documents (an upload)
     max_length: int = 64  # tokens per document (BOS included); documents are cut there
     tokens: int = 300  # cap on the number of low-loss tokens sampled

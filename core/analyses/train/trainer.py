@@ -177,7 +177,9 @@ class TrainingHistory:
 
     def skills_frame(self) -> pd.DataFrame:
         """Columns: step, skill, accuracy (share of probes solved), one row per evaluation and skill."""
-        rows = [{"step": e.step, "skill": skill, "accuracy": acc} for e in self.evals for skill, acc in e.skill_accuracy.items()]
+        rows = [
+            {"step": e.step, "skill": skill, "accuracy": acc} for e in self.evals for skill, acc in e.skill_accuracy.items()
+        ]
         return pd.DataFrame(rows, columns=["step", "skill", "accuracy"])
 
     @classmethod
