@@ -109,3 +109,23 @@ def test_four_users_at_once_get_their_own_results_from_one_model(app_server, new
     # A second copy of the model would add its whole size; four sessions' results add a few MB.
     assert growth_mb < model_mb, f"four sessions grew the server by {growth_mb:.0f} MB (model: {model_mb:.0f} MB)"
 
+
+
+def test_logit_lens_tracking_sublayers_attribution_and_side_by_side(app_server, new_page):
+    """The Logit lens page's deeper views as a user drives them: tracked tokens on sub-layer rows, direct logit
+    attribution, and a second prompt side by side."""
+    page = new_page()
+    _lens_page(page, app_server.url)
+    page.get_by_label("Track tokens (comma-separated)").fill('" Paris", London')
+    page.get_by_text("after attention and MLP").click()
+    page.get_by_role("button", name="Run the lens").click()
+    s = wait_until(page, lambda s: sum(c["shown"] for c in s["charts"]) >= 3 and any(
+        "18 mlp" in label for c in s["charts"] for label in c["labels"]), PAGE_TIMEOUT_S, what="tracked sub-layer rows")
+    page.get_by_role("button", name="Attribute").click()
+    s = wait_until(page, lambda s: sum(c["shown"] for c in s["charts"]) >= 5, PAGE_TIMEOUT_S, what="attribution")
+    metrics = page.eval_on_selector_all('[data-testid="stMetric"]', "ms => ms.map(m => m.innerText)")
+    assert any("components sum to" in m for m in metrics), metrics
+    page.get_by_role("button", name="Compare").click()
+    s = wait_until(page, lambda s: sum(c["shown"] for c in s["charts"]) >= 6, PAGE_TIMEOUT_S, what="side by side")
+    screenshot(page, "logit_lens-deeper-views")
+    assert not s["errors"]
