@@ -136,13 +136,14 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+def resolve_dtype(dtype: str, device: str, quantization: str = "none") -> torch.dtype:
     if dtype == "auto":
         if device == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         if device == "mps":
             return torch.float16
-        return torch.float32
+        # 4-bit on CPU: bf16 compute (bitsandbytes' CPU kernels' dtype) and half the memory of the unquantized rest
+        return torch.bfloat16 if quantization == "4bit" else torch.float32
     return getattr(torch, dtype)
 
 
@@ -205,7 +206,18 @@ def _load_hf(location, options: LoadOptions, device: str, dtype: torch.dtype):
         raise UserError(f"could not load {name}: {str(err).splitlines()[0]}") from None
     if "device_map" not in kwargs:
         model.to(device)
+    if quant is not None:
+        _keep_differentiable(model)
     return model, tokenizer
+
+
+def _keep_differentiable(model) -> None:
+    """bitsandbytes repacks 4-bit weights on CPUs with AVX512-BF16 at the first no-grad forward pass; the packed
+    kernel (gemv_4bit) has no backward, so later gradients w.r.t. activations come back None or wrong. Keeping the
+    standard layout keeps bitsandbytes' own differentiable matmul (it de-quantizes in the backward pass)."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def _from_pretrained(cls, name: str, is_hub_id: bool, **kwargs):
@@ -261,7 +273,7 @@ def load_model(spec: str = DEFAULT_MODEL, options: LoadOptions | None = None, pr
     options = options or LoadOptions()
     options.validate()
     device = resolve_device(options.device)
-    dtype = resolve_dtype(options.dtype, device)
+    dtype = resolve_dtype(options.dtype, device, options.quantization)
     kind, location = resolve_spec(spec, progress)
     if kind == "tinylm":
         if options.quantization != "none":

@@ -24,6 +24,10 @@ gives every token's own ``delta``. Autograd is asked only for the gradient w.r.t
 embedding output, so it skips the weight-gradient products. Embeddings, the (tied)
 unembedding and every norm are excluded; the parameters are the attention and/or MLP
 linear layers of every block, as the adapter names them.
+
+Quantized layers (bitsandbytes 4-bit / 8-bit) have no weight ``.grad`` at all, and need none: the
+sketch only uses each layer's input ``x`` and output gradient ``delta``, so their gradient is that
+of the de-quantized layer (``core.models.loading`` keeps their backward differentiable).
 """
 
 from __future__ import annotations
@@ -164,6 +168,7 @@ class GradientSketch:
         spectrum = torch.zeros(len(contexts), dim // 2 + 1, dtype=torch.complex64, device=device)
         groups: dict[tuple[int, int, bool], _Group] = {}
         captured: dict[str, torch.Tensor] = {}
+        dropped: list[str] = []  # layers whose output gradient autograd did not deliver
 
         def on_forward(layer: SketchedLayer):
             def hook(module, args, output):
@@ -178,6 +183,9 @@ class GradientSketch:
                 group.expected += 1
 
                 def on_backward(grad):
+                    if grad is None:  # a kernel without a backward pass dropped it: say so after the pass
+                        dropped.append(layer.name)
+                        return
                     if group.acc is None:
                         group.acc = torch.zeros(grad.shape[:-1] + (dim,), device=device)
                     group.acc.index_add_(-1, layer.out_bucket, grad.detach().to(device, torch.float32) * layer.out_sign)
@@ -217,6 +225,11 @@ class GradientSketch:
             for hook in hooks:
                 hook.remove()
             handle.lock.release()
+        if dropped:
+            raise UserError(
+                f"per-token gradients cannot flow through {dropped[0]} ({type(self._by_name[dropped[0]].module).__name__}) "
+                "in this build: load the model without quantization (or in 8-bit) to find quanta"
+            )
         if groups:
             raise RuntimeError(f"{len(groups)} layer group(s) got no gradient: the sketch would be incomplete")
         sketches = torch.fft.irfft(spectrum, n=dim).cpu().numpy().astype(np.float32)
