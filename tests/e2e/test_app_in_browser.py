@@ -116,7 +116,7 @@ def test_logit_lens_tracking_sublayers_attribution_and_side_by_side(app_server, 
     attribution, and a second prompt side by side."""
     page = new_page()
     _lens_page(page, app_server.url)
-    page.get_by_label("Track tokens (comma-separated)").fill('" Paris", London')
+    page.get_by_role("textbox", name="Track tokens (comma-separated)").fill('" Paris", London')
     page.get_by_text("after attention and MLP").click()
     page.get_by_role("button", name="Run the lens").click()
     s = wait_until(page, lambda s: sum(c["shown"] for c in s["charts"]) >= 3 and any(

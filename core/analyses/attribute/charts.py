@@ -47,7 +47,7 @@ def heads_heatmap(result: Result) -> alt.Chart:
         ),
         tooltip=["name", "layer", "head", alt.Tooltip("value:Q", format="+.3f")],
     ).properties(title=f"Each head's direct contribution to {_what(result)}",
-                 width=max(240, 28 * result.n_layers), height=max(120, 24 * result.n_heads))
+                 height=max(160, 26 * result.n_heads))  # no fixed width: pages stretch it (a fixed one squashed it)
 
 
 def layer_bars_frame(result: Result) -> pd.DataFrame:
