@@ -30,6 +30,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quantization", default="none", choices=QUANTIZATIONS)
     parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--trust-remote-code", action="store_true", help="run custom model code from the model's authors (off by default)")
+    parser.add_argument("--backend", default="local", choices=("local", "nnsight", "ndif"),
+                        help="where forward passes run: here (local), through nnsight traces here (nnsight), or on NDIF (ndif: needs NDIF_API_KEY)")
 
 
 def load_from_args(args: argparse.Namespace) -> ModelHandle:
@@ -37,7 +39,18 @@ def load_from_args(args: argparse.Namespace) -> ModelHandle:
     options = LoadOptions(
         dtype=args.dtype, quantization=args.quantization, device=args.device, trust_remote_code=args.trust_remote_code
     )
-    return _load(args.model, options)
+    backend = getattr(args, "backend", "local")
+    if backend == "ndif":  # before loading anything: offline or without a key this fails in seconds
+        from core.models.backends import check_ndif
+
+        check_ndif(args.model)
+        raise UserError(f"NDIF hosts {args.model}, but running whole analyses there is not wired up yet: use --backend nnsight")
+    handle = _load(args.model, options)
+    if backend == "nnsight":
+        from core.models.backends import through_nnsight
+
+        return through_nnsight(handle)
+    return handle
 
 
 @functools.lru_cache(maxsize=2)
