@@ -194,7 +194,7 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float:
 
 @dataclass
 class SeqResult:
-    """What the page's main run returns: the prompts and one or both sweeps.
+    """The sweeps of one run (``analysis.Result.sweeps``): the prompts and one or both sweeps.
 
     ``exact`` covers every head and MLP, or (when exact ablation of all was too slow, or ``top_k`` was
     asked for) the ``top_k`` heads and MLPs attribution ranked highest plus as many others drawn at

@@ -60,3 +60,5 @@ def test_cli_offers_both_methods(capsys):
 
     args = build_parser().parse_args(["seq", "--method", "both"])
     assert args.method == "both"
+    args = build_parser().parse_args(["sequences", "--method", "auto", "--top-k", "4"])
+    assert (args.method, args.top_k) == ("auto", 4) and build_parser().parse_args(["sequences"]).method == "ablation"
