@@ -73,6 +73,9 @@ def sidebar() -> None:
             st.selectbox("Quantization", QUANTIZATIONS, key="model_quantization",
                          help="8-bit / 4-bit NF4 through bitsandbytes")
             st.selectbox("Device", DEVICES, key="model_device")
+            if os.environ.get("NDIF_API_KEY", "").strip():  # only when the operator set a key; the key is never shown
+                st.radio("Run on", ("this machine", "NDIF"), key="model_run_on", horizontal=True,
+                         help="NDIF runs models it hosts remotely; only reduced statistics come back")
             if fixed is None:
                 st.checkbox("Trust remote code", key="model_trust_remote_code",
                             help="Runs code shipped with the model. Only for models whose authors you trust.")

@@ -97,3 +97,19 @@ def test_ndif_offline_fails_in_one_line_with_exit_2_and_never_shows_the_key():
     assert done.stderr.strip().count("\n") == 0 and "cannot be reached" in done.stderr
     assert "secret-key-123" not in done.stderr
     assert seconds < 30
+
+
+def _sidebar_app():
+    from ui.model import sidebar
+
+    sidebar()
+
+
+@pytest.mark.parametrize("key", ["", "operator-key-456"])
+def test_the_sidebar_offers_ndif_only_when_the_operator_set_a_key_and_never_shows_it(key, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("NDIF_API_KEY", key)
+    app = AppTest.from_function(_sidebar_app).run(timeout=60)
+    assert [r.label for r in app.sidebar.radio] == (["Run on"] if key else [])
+    assert not key or key not in str(app)
