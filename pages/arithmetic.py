@@ -42,10 +42,12 @@ with st.form("arith"):
                                  format_func=lambda k: SYSTEMS[k].label)
     lens_numerals = right.selectbox("Layerwise view: problems written in", SYSTEM_KEYS, index=SYSTEM_KEYS.index("devanagari"),
                                     format_func=lambda k: SYSTEMS[k].label)
+    reader = left.radio("Lens", ["logit", "tuned"], horizontal=True,
+                        help="tuned: this model's tuned lens (train one on the Logit lens page)")
     submitted = st.form_submit_button("Run", type="primary")
 
 settings = arithmetic.Settings(op=op, lo=int(lo), hi=int(hi), n=int(n), shots=int(shots), seed=int(seed),
-                               surround=surround, systems=tuple(systems), lens_numerals=lens_numerals)
+                               surround=surround, systems=tuple(systems), lens_numerals=lens_numerals, lens=reader)
 run_safely(settings.validate_problems)
 example = generate_problems(replace(settings, n=1))[0]
 with st.expander("What a prompt looks like"):

@@ -63,11 +63,14 @@ with st.form("translation"):
     n_words = middle.number_input("Words (first N of the list)", 1, len(words), min(10, len(words)))
     shots = right.number_input("Demonstrations per prompt", 0, MAX_SHOTS, 4)
     seed = last.number_input("Seed", 0, 10_000, 0)
-    energy = st.checkbox("Also compute the energy of the last position against the unembedding")
+    left, right = st.columns([1, 2])
+    energy = left.checkbox("Also compute the energy of the last position against the unembedding")
+    reader = right.radio("Lens", ["logit", "tuned"], horizontal=True, help=translation.LENS_ADVICE)
+    st.caption(translation.LENS_ADVICE)
     submitted = st.form_submit_button("Run the translation lens", type="primary")
 
 settings = translation.Settings(source=source, target=target, latent=latent, task=task, shots=int(shots),
-                                seed=int(seed), limit=int(n_words), energy=energy, words=words)
+                                seed=int(seed), limit=int(n_words), energy=energy, words=words, lens=reader)
 result = run_analysis("translation", translation.run, handle, settings, submitted=submitted,
                       button="Run the translation lens")
 if result is None:

@@ -131,3 +131,29 @@ def test_sublayer_rows_are_the_residual_after_attention_and_after_the_mlp(family
     assert result.layers_json()[1]["site"] == "attn" and result.kl_to_final_bits[-1].max() == 0.0
     with pytest.raises(UserError, match="whole layers"):
         run_lens(handle, "one two", sublayer=True, lens=TunedLens.identity(handle))
+
+
+def test_translation_and_arithmetic_read_through_the_chosen_lens(tmp_path, monkeypatch):
+    """Every lens-based analysis offers the tuned lens behind the same call: its middle layers change, its
+    last layer stays the model's; without a trained lens it is one clear error."""
+    from core.analyses import arithmetic, translation
+    from core.analyses.translation.wordlist import parse_words
+
+    monkeypatch.setenv("LAYERSCOPE_HOME", str(tmp_path))
+    handle = tiny.handle("llama")
+    words = parse_words("en,fr,zh\nwater,eau,水\nfire,feu,火\nsun,soleil,日\nfive,cinq,五\n", "words.csv")
+    plain = translation.Settings(source="fr", target="zh", latent="en", shots=1, words=words)
+    with pytest.raises(UserError, match="no tuned lens"):
+        translation.run(handle, translation.Settings(**{**plain.__dict__, "lens": "tuned"}))
+    from core.lenses import default_lens_dir
+
+    random_lens(handle, scale=0.2).save(default_lens_dir(handle))
+    logit = translation.run(handle, plain)
+    tuned = translation.run(handle, translation.Settings(**{**plain.__dict__, "lens": "tuned"}))
+    np.testing.assert_allclose(tuned.lang_probs[-1], logit.lang_probs[-1], atol=1e-6)
+    assert not np.allclose(tuned.lang_probs[1:-1], logit.lang_probs[1:-1])
+    a = arithmetic.Settings(n=3, shots=1, systems=("arabic",), lens_numerals="arabic")
+    a_logit = arithmetic.run(handle, a)
+    a_tuned = arithmetic.run(handle, arithmetic.Settings(**{**a.__dict__, "lens": "tuned"}))
+    assert a_tuned.to_json()["accuracy"] == a_logit.to_json()["accuracy"]  # greedy answers never use a lens
+    assert a_tuned.to_json() != a_logit.to_json()  # the layer profile does

@@ -21,6 +21,7 @@ from core.analyses.arithmetic.profile import LayerProfile, layer_profile
 from core.analyses.base import Settings as BaseSettings
 from core.errors import UserError
 from core.lens import LensResult, run_lens
+from core.lenses import LENS_NAMES, lens_for
 from core.models.handle import ModelHandle
 from core.progress import Progress, part
 
@@ -42,6 +43,7 @@ class Settings(BaseSettings):
     lens_numerals: str = "devanagari"
     top_k: int = 10
     batch_size: int = 16
+    lens: str = "logit"  # "logit" | "tuned"
 
     @staticmethod
     def digit_range(digits: int) -> tuple[int, int]:
@@ -75,6 +77,8 @@ class Settings(BaseSettings):
     def validate(self) -> None:
         self.validate_problems()
         check_systems(self.systems)
+        if self.lens not in LENS_NAMES:
+            raise UserError(f"unknown lens '{self.lens}': choose one of {', '.join(LENS_NAMES)}")
         check_systems([self.lens_numerals])  # top_k: run_lens checks it against the model's vocabulary
         if self.batch_size < 1:
             raise UserError("--batch-size must be at least 1")
@@ -169,5 +173,6 @@ def drill_down(handle: ModelHandle, result: Result, index: int, *, top_k: int = 
     head = prompt[: prompt.rfind("\n") + 1]
     start = len(handle.tokenizer(head, add_special_tokens=True)["input_ids"]) if head else 0
     start = min(max(start, 0), total - 1)
-    lens = run_lens(handle, prompt, positions=list(range(start, total)), top_k=top_k)
+    lens = run_lens(handle, prompt, positions=list(range(start, total)), top_k=top_k,
+                    lens=lens_for(handle, result.settings.lens))
     return DrillDown(problem, numerals, prompt, lens)

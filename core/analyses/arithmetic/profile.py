@@ -12,6 +12,7 @@ import pandas as pd
 from core.analyses.arithmetic.numerals import SYSTEM_KEYS, SYSTEMS, format_number
 from core.analyses.arithmetic.problems import Problem, check_systems, generate_problems, render_prompt
 from core.lens import LensResult, run_lens
+from core.lenses import lens_for
 from core.models.handle import ModelHandle
 from core.progress import Progress, part
 from core.tokens import first_char_tokens, word_token_set
@@ -109,7 +110,7 @@ class LayerProfile:
 
 
 def _first_char_probs(
-    handle: ModelHandle, prompts: list[str], chars: list[str], batch_size: int
+    handle: ModelHandle, prompts: list[str], chars: list[str], batch_size: int, lens=None
 ) -> tuple[np.ndarray, list[list[int]]]:
     """Lens probability, at every layer, that prompt i continues with character ``chars[i]`` when the
     tokenizer spells it in several tokens: [layer, item], and each item's token chain.
@@ -132,10 +133,10 @@ def _first_char_probs(
     for k, items in by_length.items():
         texts = [prompts[i] + chars[i] if k > 1 else prompts[i] for i in items]
         positions = list(range(-(k + 1), -1)) if k > 1 else [-1]
-        lens = run_lens(handle, texts, positions=positions, top_k=1, targets=[chains[i] for i in items],
-                        batch_size=batch_size)
+        result = run_lens(handle, texts, positions=positions, top_k=1, targets=[chains[i] for i in items],
+                          batch_size=batch_size, lens=lens)
         # target_probs: [layer, item, slot, target]; piece j is read at slot j
-        probs = np.stack([lens.target_probs[:, :, j, j] for j in range(k)], axis=-1).prod(-1)
+        probs = np.stack([result.target_probs[:, :, j, j] for j in range(k)], axis=-1).prod(-1)
         out[:, items] = probs
     return out, chains
 
@@ -175,12 +176,13 @@ def layer_profile(
 
     share = 1.0 if not chained_items else 0.7
     stage = part(progress, 0.0, share)
+    reader = lens_for(handle, settings.lens)
     lens = run_lens(handle, prompts, positions=(-1,), top_k=settings.top_k, token_sets=token_sets,
-                    batch_size=settings.batch_size, progress=lambda f, m: stage(f, f"lens: {m}"))
+                    batch_size=settings.batch_size, progress=lambda f, m: stage(f, f"lens: {m}"), lens=reader)
     p_answer = lens.set_probs[:, :, 0, :].astype(np.float64).copy()  # [layer, problem, system]
     if chained_items:
         probs, _ = _first_char_probs(handle, [prompts[i] for i, _, _ in chained_items],
-                                     [c for _, _, c in chained_items], settings.batch_size)
+                                     [c for _, _, c in chained_items], settings.batch_size, reader)
         for column, (i, s, _) in enumerate(chained_items):
             p_answer[:, i, s] = probs[:, column]
         if progress:

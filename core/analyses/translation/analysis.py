@@ -24,6 +24,13 @@ from core.analyses.translation.prompts import MAX_SHOTS, SLOTS, TASKS, plan_word
 from core.analyses.translation.wordlist import LANGUAGES, WordList, language, load_words, scripts_in
 from core.errors import UserError
 from core.lens import LensResult, run_lens
+from core.lenses import LENS_NAMES, lens_for
+
+# Why the page defaults to the logit lens: tuned-lens's maintainers advise against tuned lenses for latent-language
+# questions (tuned-lens #136): translators trained on mostly English text can pull middle layers toward English.
+LENS_ADVICE = ("The logit lens is the default here: the tuned lens's maintainers advise against it for latent-language "
+               "questions, since translators trained on mostly English text can pull middle layers toward English "
+               "(tuned-lens #136).")
 from core.models.handle import ModelHandle
 from core.progress import Progress, part
 
@@ -48,6 +55,7 @@ class Settings(BaseSettings):
     top_k: int = 5
     batch_size: int = 16
     words: WordList | None = None
+    lens: str = "logit"  # "logit" | "tuned"; the logit lens by default (see LENS_ADVICE)
 
     @property
     def word_list(self) -> WordList:
@@ -58,6 +66,8 @@ class Settings(BaseSettings):
         return replace(self, source=self.target) if self.task == "repetition" else self
 
     def validate(self) -> None:
+        if self.lens not in LENS_NAMES:
+            raise UserError(f"unknown lens '{self.lens}': choose one of {', '.join(LENS_NAMES)}")
         if self.task not in TASKS:
             raise UserError(f"unknown task '{self.task}': use one of {', '.join(TASKS)}")
         s = self.resolved()
@@ -252,6 +262,7 @@ def run(handle: ModelHandle, settings: Settings, progress: Progress | None = Non
     """The latent-language curves of ``settings`` over its word list (default: the shipped list)."""
     plan = plan_words(handle.tokenizer, settings)
     s = plan.settings
+    reader = lens_for(handle, s.lens)
     if not plan.kept:
         reasons = plan.dropped["reason"].value_counts().to_dict()
         raise UserError(
@@ -275,7 +286,7 @@ def run(handle: ModelHandle, settings: Settings, progress: Progress | None = Non
     ]
     main = _lens_by_length(
         handle, [w.prompt for w in plan.kept], scaled(0, n), token_sets=main_sets, top_k=s.top_k,
-        energy=s.energy, batch_size=s.batch_size,
+        energy=s.energy, batch_size=s.batch_size, lens=reader,
     )
     set_probs = main.set_probs[:, :, 0]  # [layer, word, 6]
     lang_probs = set_probs[:, :, :3].copy()
@@ -293,7 +304,7 @@ def run(handle: ModelHandle, settings: Settings, progress: Progress | None = Non
             ]
             forced = _lens_by_length(
                 handle, [job[2] for job in group], scaled(done, len(group)), positions=[-offset],
-                token_sets=group_sets, top_k=1, batch_size=s.batch_size,
+                token_sets=group_sets, top_k=1, batch_size=s.batch_size, lens=reader,
             )
             second = forced.set_probs[:, :, 0]  # [layer, job, slot]
             for j, (wi, first, _, _) in enumerate(group):
@@ -355,7 +366,7 @@ def drill_down(handle: ModelHandle, result: Result, word: int, top_k: int = 10) 
     if not 0 <= word < result.n_words:
         raise UserError(f"word {word} is not one of the {result.n_words} words of this run")
     prompt = result.words["prompt"].iloc[word]
-    lens = run_lens(handle, prompt, positions="all", top_k=top_k)
+    lens = run_lens(handle, prompt, positions="all", top_k=top_k, lens=lens_for(handle, result.settings.lens))
     last = len(lens.positions[0]) - 1
     rows = []
     for layer in lens.layers:
