@@ -17,6 +17,7 @@ PAGES = [
     st.Page("pages/quanta.py", title="Quanta", icon="🧩"),
     st.Page("pages/train.py", title="Train from scratch", icon="🏋️"),
     st.Page("pages/lookup.py", title="Key–value lookup", icon="🗝️"),
+    st.Page("pages/information.py", title="Journey of information", icon="🧭"),
 ]
 
 navigation = st.navigation(PAGES)

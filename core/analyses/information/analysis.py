@@ -120,7 +120,7 @@ class Result:
         return {
             "model": self.model,
             "n_tokens": self.n_tokens,
-            "layers": [{k: _num(getattr(l, k)) for k in contract} for l in self.layers],
+            "layers": [{"layer": l.layer} | {k: _num(getattr(l, k)) for k in contract[1:]} for l in self.layers],
             "tokens_per_word": {k: _num(v) for k, v in self.tokens_per_word.items()},
             "corpus": self.corpus.name,
             "seed": self.settings.seed,
