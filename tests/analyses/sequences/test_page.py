@@ -33,21 +33,20 @@ def download_ids(at) -> list[str]:
     return [b.proto.id for b in at.get("download_button")]  # a widget's id ends with its key
 
 
-def button(at, label):
-    return next(b for b in at.button if b.label == label)
+def click(at, label: str) -> None:
+    """Press the button labelled ``label`` and rerun; the page must show no exception and no error."""
+    next(b for b in at.button if b.label == label).click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
 
 
 def test_sequences_page_sweep_circuit_and_inspector(gemma):
-    at = AppTest.from_file(APP, default_timeout=600)
-    at.switch_page("pages/sequences.py")
-    at.run()
+    at = AppTest.from_file(APP, default_timeout=600).switch_page("pages/sequences.py").run()
     assert not at.exception and not at.error
     assert at.title[0].value.startswith("🔢 Sequence continuation")
     assert "press **Run**" in at.info[0].value
 
     next(s for s in at.slider if s.label == "Prompt pairs").set_value(2)
-    button(at, "Run").click().run()
-    assert not at.exception and not at.error
+    click(at, "Run")
     assert "kept 6 of 97 candidate prompts" in at.caption[0].value
     specs = chart_specs(at)
     # attribution tab: heatmap + MLP bars; exact tab (top-12): heatmap + bars; the method scatter
@@ -60,15 +59,13 @@ def test_sequences_page_sweep_circuit_and_inspector(gemma):
                 "seq_numerals_ablation_heads:svg", "seq_numerals_attribution_mlps:svg", "seq_numerals_methods:png"):
         assert any(i.endswith(key) for i in download_ids(at)), key
 
-    button(at, "Find the circuit").click().run()
-    assert not at.exception and not at.error
+    click(at, "Find the circuit")
     circuit_metric = next(m for m in at.metric if m.label.endswith("heads in circuit"))
     assert 1 <= int(circuit_metric.value) < 72 and "% of the full" in circuit_metric.delta
     assert len(chart_specs(at)) == 6
     assert any(i.endswith("seq_circuit:svg") for i in download_ids(at))
 
-    button(at, "Inspect the head").click().run()
-    assert not at.exception and not at.error
+    click(at, "Inspect the head")
     specs = chart_specs(at)
     assert len(specs) == 8 and any("Attention of L" in s for s in specs) and any("Successor score of" in s for s in specs)
     ranking = at.dataframe[-1].value
