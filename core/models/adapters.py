@@ -7,6 +7,7 @@ reimplemented, so the lens reproduces the model's own logits exactly.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Callable
 
@@ -89,6 +90,22 @@ def _llama_like(family: str, *model_types: str, **overrides) -> Adapter:
     return Adapter(**parts)
 
 
+def _path(path: str) -> Callable[[nn.Module], nn.Module]:
+    """A module by its dotted attribute path ("" is the module itself)."""
+    return (lambda module: module) if not path else operator.attrgetter(path)
+
+
+def _by_path(family: str, *, base: str, layers: str, final_norm: str, attention: str, attn_out_proj: str,
+             unembed: str | None = None, embed: str | None = None) -> Adapter:
+    """An adapter whose parts are attribute paths (the embeddings default to the model's own accessors)."""
+    return Adapter(
+        family=family, model_types=(family,), base=_path(base), layers=_path(layers), final_norm=_path(final_norm),
+        unembed=_path(unembed) if unembed else (lambda m: m.get_output_embeddings()),
+        embed=_path(embed) if embed else (lambda m: m.get_input_embeddings()),
+        attention=_path(attention), attn_out_proj=_path(attn_out_proj), mlp=_path("mlp"),
+    )
+
+
 ADAPTERS: tuple[Adapter, ...] = (
     _llama_like("llama", "llama", "mistral", "qwen2", "qwen3", "olmo", "olmo2"),
     _llama_like(
@@ -107,42 +124,12 @@ ADAPTERS: tuple[Adapter, ...] = (
         mlp_branch_of=lambda layer: layer.post_feedforward_layernorm
         if hasattr(layer, "post_feedforward_layernorm") else layer.mlp,
     ),
-    Adapter(
-        family="gpt2",
-        model_types=("gpt2",),
-        base=lambda m: m.transformer,
-        layers=lambda m: m.transformer.h,
-        final_norm=lambda m: m.transformer.ln_f,
-        unembed=lambda m: m.get_output_embeddings(),
-        embed=lambda m: m.get_input_embeddings(),
-        attention=lambda layer: layer.attn,
-        attn_out_proj=lambda layer: layer.attn.c_proj,
-        mlp=lambda layer: layer.mlp,
-    ),
-    Adapter(
-        family="gpt_neox",
-        model_types=("gpt_neox",),
-        base=lambda m: m.gpt_neox,
-        layers=lambda m: m.gpt_neox.layers,
-        final_norm=lambda m: m.gpt_neox.final_layer_norm,
-        unembed=lambda m: m.get_output_embeddings(),
-        embed=lambda m: m.get_input_embeddings(),
-        attention=lambda layer: layer.attention,
-        attn_out_proj=lambda layer: layer.attention.dense,
-        mlp=lambda layer: layer.mlp,
-    ),
-    Adapter(
-        family="tinylm",
-        model_types=("tinylm",),
-        base=lambda m: m,
-        layers=lambda m: m.blocks,
-        final_norm=lambda m: m.ln_f,
-        unembed=lambda m: m.lm_head,
-        embed=lambda m: m.tok_emb,
-        attention=lambda layer: layer.attn,
-        attn_out_proj=lambda layer: layer.attn.out_proj,
-        mlp=lambda layer: layer.mlp,
-    ),
+    _by_path("gpt2", base="transformer", layers="transformer.h", final_norm="transformer.ln_f",
+             attention="attn", attn_out_proj="attn.c_proj"),
+    _by_path("gpt_neox", base="gpt_neox", layers="gpt_neox.layers", final_norm="gpt_neox.final_layer_norm",
+             attention="attention", attn_out_proj="attention.dense"),
+    _by_path("tinylm", base="", layers="blocks", final_norm="ln_f", attention="attn", attn_out_proj="attn.out_proj",
+             unembed="lm_head", embed="tok_emb"),
 )
 
 def in_features(module: nn.Module) -> int:

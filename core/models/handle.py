@@ -83,18 +83,9 @@ class ModelHandle:
 
     def summary(self) -> dict:
         """What the sidebar and the CLI show about the model."""
-        return {
-            "spec": self.spec,
-            "architecture": self.architecture,
-            "n_layers": self.n_layers,
-            "n_heads": self.n_heads,
-            "d_model": self.d_model,
-            "vocab_size": self.vocab_size,
-            "dtype": self.dtype,
-            "device": str(self.device),
-            "quantization": self.quantization,
-            "memory_mb": round(self.memory_bytes / 2**20, 1),
-        }
+        names = ("spec", "architecture", "n_layers", "n_heads", "d_model", "vocab_size", "dtype", "quantization")
+        return {**{name: getattr(self, name) for name in names}, "device": str(self.device),
+                "memory_mb": round(self.memory_bytes / 2**20, 1)}
 
     # -- the narrow interface -------------------------------------------------------------
 
@@ -194,9 +185,7 @@ class ModelHandle:
 
             return hook
 
-        # Hooks are global to the shared model: register them under the lock too, or another
-        # session's forward pass would run them (and this one's would capture theirs).
-        with self.lock:
+        def register() -> list:
             handles = []
             for i, layer in enumerate(layers):
                 if i == 0 or sublayer:
@@ -204,14 +193,26 @@ class ModelHandle:
                 handles.append(layer.register_forward_hook(after(i)))
                 if sublayer:
                     handles.append(self.adapter.attn_branch(layer).register_forward_hook(after_attention(i)))
+            return handles
+
+        self.run_body_hooked(batch, register)
+        device = captured[-1].device
+        return torch.stack([c.to(device) for c in captured])
+
+    def run_body_hooked(self, batch: Batch, register) -> None:
+        """One pass of the decoder stack (no autograd) with the hooks ``register()`` adds and returns.
+
+        Hooks are global to the shared model: they are registered under the lock, or another session's
+        forward pass would run them (and this one's would capture theirs), and removed afterwards.
+        """
+        with self.lock:
+            handles = register()
             try:
                 with torch.inference_mode():
                     self.run_body(batch)
             finally:
                 for h in handles:
                     h.remove()
-        device = captured[-1].device
-        return torch.stack([c.to(device) for c in captured])
 
     def _inputs(self, batch: Batch) -> dict:
         device = self.input_device

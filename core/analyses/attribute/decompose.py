@@ -151,7 +151,8 @@ def decompose(handle: ModelHandle, batch: Batch, position: int) -> Decomposition
         return hook
 
     post_normed = [adapter.attn_branch(layer) is not adapter.attention(layer) for layer in layers]
-    with handle.lock:  # hooks are global to the shared model
+
+    def register() -> list:
         hooks = [layers[0].register_forward_pre_hook(keep_input(("embed", 0)), with_kwargs=True),
                  layers[-1].register_forward_hook(keep_output(("final", 0)))]
         for i, layer in enumerate(layers):
@@ -161,12 +162,9 @@ def decompose(handle: ModelHandle, batch: Batch, position: int) -> Decomposition
                 hooks.append(branch.register_forward_pre_hook(keep_input(("post_in", i)), with_kwargs=True))
             hooks.append(branch.register_forward_hook(keep_output(("attn", i))))
             hooks.append(adapter.mlp_branch(layer).register_forward_hook(keep_output(("mlp", i))))
-        try:
-            with torch.inference_mode():
-                handle.run_body(batch)
-        finally:
-            for hook in hooks:
-                hook.remove()
+        return hooks
+
+    handle.run_body_hooked(batch, register)
 
     labels: list[tuple[str, str, int | None, int | None]] = []  # name, kind, layer, head
     rows: list[torch.Tensor] = []

@@ -64,14 +64,7 @@ def top_neurons(handle: ModelHandle, ids: Sequence[int], position: int, per_laye
         return hook
 
     batch = make_batch(handle, [ids])
-    with handle.lock:
-        hooks = [p.register_forward_pre_hook(keep(i)) for i, p in enumerate(projections)]
-        try:
-            with torch.inference_mode():
-                handle.run_body(batch)
-        finally:
-            for h in hooks:
-                h.remove()
+    handle.run_body_hooked(batch, lambda: [p.register_forward_pre_hook(keep(i)) for i, p in enumerate(projections)])
     picked = []  # (layer, neuron, activation, contribution, direction as the residual receives it)
     with torch.inference_mode():
         for layer, (projection, activation) in enumerate(zip(projections, captured)):

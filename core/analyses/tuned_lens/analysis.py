@@ -76,10 +76,7 @@ class Result:
     def to_json(self) -> dict:
         """The ``python -m core tuned-lens`` contract."""
         return {
-            "model": self.model,
-            "path": self.path,
-            "train_tokens": self.train_tokens,
-            "seconds": self.seconds,
+            **{name: getattr(self, name) for name in ("model", "path", "train_tokens", "seconds")},
             "layers": [{"layer": layer, "kl_logit_bits": round(a, 5), "kl_tuned_bits": round(b, 5)}
                        for layer, (a, b) in enumerate(zip(self.kl_logit_bits, self.kl_tuned_bits))],
         }
