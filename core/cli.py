@@ -73,13 +73,6 @@ def _command_modules():
     for info in sorted(pkgutil.iter_modules(analyses.__path__), key=lambda i: i.name):
         if info.ispkg and importlib.util.find_spec(f"core.analyses.{info.name}.command") is not None:
             yield importlib.import_module(f"core.analyses.{info.name}.command")
-    try:  # commands not yet moved into their analysis package
-        import core.commands as package
-    except ImportError:
-        return
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
-        if not info.name.startswith("_"):
-            yield importlib.import_module(f"core.commands.{info.name}")
 
 
 class _Parser(argparse.ArgumentParser):

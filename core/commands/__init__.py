@@ -1,1 +1,0 @@
-"""One module per `python -m core` subcommand (see core/cli.py)."""
