@@ -217,6 +217,7 @@ def run(handle: ModelHandle, settings: Settings, progress: Progress | None = Non
         probes[name] = probe_tokens(x, y, fit, score)
     nearest = nearest_token_accuracy(handle, x[:, score], labels["current"][score])
 
+    part(progress, 0.35, 0.65)(0, f"the logit lens at the {len(score)} scored positions, every layer")
     lens = run_lens(handle, window.prompt, positions=(score + 1).tolist(), top_k=1,
                     progress=part(progress, 0.35, 0.65))
     if lens.token_ids[0][: n + 2] != ids.tolist():

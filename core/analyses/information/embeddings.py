@@ -53,6 +53,7 @@ def _word_residuals(handle: ModelHandle, words: tuple[str, ...], progress: Progr
     lengths = [len(handle.tokenizer(t, add_special_tokens=True)["input_ids"]) for t in texts]
     order = sorted(range(len(texts)), key=lambda i: (lengths[i], i))  # similar lengths share a batch: less padding
     out = torch.empty(handle.n_layers + 1, len(texts), handle.d_model)
+    progress(0.0, f"words through the model: 0/{len(order)}")
     for start in range(0, len(order), WORD_BATCH):
         rows = order[start : start + WORD_BATCH]
         batch = handle.encode([texts[i] for i in rows])
