@@ -3,6 +3,7 @@
 import streamlit as st
 
 from core.analyses import lookup
+from core.analyses.lookup import facts
 from core.analyses.lookup.charts import (
     ablation_chart, capacity_chart, group_chart, head_heatmap, layer_chart, position_chart, trace_heatmap,
 )
@@ -69,8 +70,12 @@ else:
 
 result = run_analysis(f"lookup_{task}", lookup.run, handle, settings, submitted=submitted, button="Run")
 if result is None:
-    st.info("Choose the settings and press **Run**." if task == "incontext" else
-            "The shipped list has 210 facts in 9 relations and 4 languages (assets/facts.csv). Press **Run**.")
+    if task == "incontext":
+        st.info("Choose the settings and press **Run**.")
+    else:
+        shipped = facts.shipped()
+        st.info(f"The shipped list (assets/facts.csv) has {len(shipped)} facts in {len({f.relation for f in shipped})} "
+                f"relations and {len({f.language for f in shipped})} languages. Press **Run**.")
     st.stop()
 
 frames = result.frames()

@@ -112,7 +112,7 @@ def answer_probs(handle: ModelHandle, residual: torch.Tensor, ids: torch.Tensor)
     flat = residual.reshape(-1, residual.shape[-1])
     flat_ids = ids.reshape(-1).to(torch.long)
     per_chunk = max(1, LOGIT_BUDGET // max(1, handle.vocab_size))
-    probs, tops = [], []
+    probs, tops = [torch.zeros(0)], [torch.zeros(0, dtype=torch.long)]
     for start in range(0, flat.shape[0], per_chunk):
         logits = handle.decode(flat[start:start + per_chunk])  # [c, vocab]
         target = logits.gather(1, flat_ids[start:start + per_chunk, None].to(logits.device))[:, 0]

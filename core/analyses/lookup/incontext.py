@@ -1,4 +1,5 @@
-"""In-context lookup prompts: K ``key: value`` lines, then a query key; the model should write its value.
+"""In-context lookup prompts: a header, K ``key: value`` lines, an instruction, then a query key; the model
+should write its value.
 
 Pairs are drawn by seed from shipped lists (``assets/lookup/``): words → words, names → numbers (10–99),
 codes (a letter and two digits) → colours. Each list keeps only the items with its most common token
@@ -28,6 +29,10 @@ LISTS = {  # name -> (keys, values)
 }
 LIST_TITLES = {"words": "words → words", "names": "names → numbers", "codes": "codes → colours"}
 CONDITIONS = ("clean", "collision", "typo")
+# A bare list reads as free association to a small model (Gemma 3 270M: 21% right at K = 8, 24 prompts); with
+# a header and a one-line instruction before the query it reads as a lookup (92%).
+HEADER = "Key-value pairs:\n"
+QUESTION = "Look up the value of the key.\n"
 
 
 @lru_cache(maxsize=None)
@@ -69,11 +74,11 @@ class Prompt:
     @property
     def text(self) -> str:
         lines = [f"{key}: {value}" for key, value in self.pairs]
-        return "\n".join(lines) + f"\n{self.query_key}:"
+        return HEADER + "\n".join(lines) + f"\n{QUESTION}{self.query_key}:"
 
     def pair_chars(self) -> tuple[int, int]:
         """Character span of the queried ``key: value`` line."""
-        start = sum(len(f"{k}: {v}") + 1 for k, v in self.pairs[: self.query])
+        start = len(HEADER) + sum(len(f"{k}: {v}") + 1 for k, v in self.pairs[: self.query])
         key, value = self.pairs[self.query]
         return start, start + len(f"{key}: {value}")
 
@@ -127,7 +132,8 @@ def build(handle: ModelHandle, list_name: str, pair_counts: tuple[int, ...], n: 
 def _check_size(handle: ModelHandle, keys: list[str], values: list[str], k: int, list_name: str) -> None:
     """K must fit the model's context and the list (distinct keys and values)."""
     per_pair = len(ids_of(handle.tokenizer, f"{keys[0]}: {values[0]}\n", special=False))
-    check_length(handle, per_pair * (k + 1) + 1, f"a prompt of K={k} pairs ({per_pair} tokens per pair)")
+    frame = len(ids_of(handle.tokenizer, HEADER + QUESTION))
+    check_length(handle, frame + per_pair * (k + 1), f"a prompt of K={k} pairs ({per_pair} tokens per pair)")
     limit = min(len(keys), len(values))
     if k > limit:
         raise UserError(f"K={k} pairs need {k} distinct keys and values, but the {LIST_TITLES[list_name]} list has "

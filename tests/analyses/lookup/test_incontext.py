@@ -47,7 +47,7 @@ def test_queried_positions_are_balanced_and_conditions_do_what_they_say(gemma):
             assert sorted(p.query_key.lower()) == sorted(keys[p.query].lower())
         else:
             assert p.query_key == keys[p.query] and len(set(values)) == p.k
-        assert p.text.endswith(f"\n{p.query_key}:") and p.text.count("\n") == p.k
+        assert p.text.endswith(f"\n{p.query_key}:") and p.text.count("\n") == p.k + 2
 
 
 def test_typo_avoids_other_keys():
@@ -67,6 +67,6 @@ def test_k_beyond_the_list_or_the_context_is_a_user_error(gemma, llama):
 
 def test_prompt_text_and_pair_span():
     p = Prompt((("apple", "river"), ("stone", "cloud")), 1, "stone", "clean")
-    assert p.text == "apple: river\nstone: cloud\nstone:"
+    assert p.text == "Key-value pairs:\napple: river\nstone: cloud\nLook up the value of the key.\nstone:"
     start, end = p.pair_chars()
     assert p.text[start:end] == "stone: cloud" and p.answer == "cloud"
