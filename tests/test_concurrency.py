@@ -205,7 +205,7 @@ def test_switching_model_in_one_session_leaves_anothers_running_analysis_alone(g
 
 
 def test_out_of_memory_during_an_analysis_is_a_message_and_the_app_keeps_serving(gemma, monkeypatch):
-    import core.lens
+    import core.analyses.lens.analysis
 
     def exhausted(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 23.65 GiB total)")
@@ -213,7 +213,7 @@ def test_out_of_memory_during_an_analysis_is_a_message_and_the_app_keeps_serving
     at = AppTest.from_file(APP, default_timeout=600)
     at.run()
     with monkeypatch.context() as patch:
-        patch.setattr(core.lens, "run_lens", exhausted)  # the page imports it from core.lens on every run
+        patch.setattr(core.analyses.lens.analysis, "run_lens", exhausted)  # what the page's one core call runs
         run_prompt(at, "A prompt that needs more memory than the device has")
     assert not at.exception
     assert "ran out of memory" in at.error[0].value and "keeps serving" in at.error[0].value

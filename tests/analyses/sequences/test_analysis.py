@@ -35,7 +35,8 @@ def test_default_run_headlines_the_head_exact_ablation_finds(gemma):
     frames = run.frames()
     assert set(frames) == {"prompts", "ablation", "attribution", "comparison"}
     assert len(frames["prompts"]) == 8 and len(frames["ablation"]) == 72 + 18 == len(frames["attribution"])
-    assert frames["ablation"]["change"].is_monotonic_increasing and frames["ablation"]["component"][0] == "L12H0"
+    ranked = frames["ablation"]
+    assert ranked["change"].is_monotonic_increasing and ranked[ranked["kind"] == "head"]["component"].iloc[0] == "L12H0"
     assert run.to_json() == result.exact.to_json()
 
 
