@@ -20,8 +20,8 @@ st.markdown(
     "What does the residual stream still know at each layer (0 = the embeddings)? Linear **probes** read the "
     "current and the previous token off it, the **logit lens** and a probe read the next one, and a probe's "
     "cross-entropy gives a lower bound on the **mutual information** I(residual; next token) = H(next) − CE, "
-    "in bits. Probes are fitted on a random half of the text's positions and every number is measured on "
-    "the other half. Then how **compressed** the representations are (effective rank, anisotropy, outlier "
+    "in bits. Probes are fitted on a random two thirds of the text's positions and every number is measured "
+    "on the other third. Then how **compressed** the representations are (effective rank, anisotropy, outlier "
     "dimensions), and where a word's **meaning stops depending on its language**: how often its translation "
     "is its nearest neighbour among all the words of the 9-language word list (see the Translation page)."
 )
@@ -42,7 +42,7 @@ with st.form("information"):
                             format_func=describe)
     upload = left.file_uploader("…or your own text (UTF-8 .txt)", type=["txt"])
     tokens = middle.number_input("Tokens read", min_value=MIN_TOKENS, max_value=MAX_TOKENS, value=400, step=20,
-                                 help="each probe is fitted on half of them and scored on the other half")
+                                 help="each probe is fitted on two thirds of them and scored on the rest")
     seed = middle.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1,
                                help="picks the fit/score split and the word-list concepts")
     word = middle.text_input("Word whose embedding neighbours to list", value="water")
@@ -77,7 +77,7 @@ cols[3].metric("Effective rank, embeddings → output",
                f"{result.layers[0].effective_rank:.1f} → {last.effective_rank:.1f}")
 probes = result.probes
 st.caption(
-    f"Split: {result.split_description()}. Probe classes: the tokens seen at least twice in the fit half "
+    f"Split: {result.split_description()}. Probe classes: the tokens seen at least twice in the fit split "
     f"(current {probes['current'].n_classes}, previous {probes['previous'].n_classes}, next {probes['next'].n_classes}) "
     "plus one 'other' class; probe accuracies count the score positions whose token is a class "
     f"({probes['current'].coverage:.0%}, {probes['previous'].coverage:.0%}, {probes['next'].coverage:.0%} of them). "
@@ -90,15 +90,16 @@ knows = charts.knows_chart(layers)
 bits = charts.bits_chart(layers)
 left.altair_chart(knows, width="stretch")
 right.altair_chart(bits, width="stretch")
-st.caption(f"H(next token class) on the score half: {probes['next'].label_entropy_bits:.2f} bits; the bound can "
-           "never exceed it. A bound below 0 means the probe overfitted the fit half.")
+st.caption(f"H(next token class) on the score split: {probes['next'].label_entropy_bits:.2f} bits; the bound can "
+           "never exceed it. A bound below 0 means the probe overfitted the fit split.")
 
 st.header("Compression")
 compression = charts.compression_chart(layers)
 st.altair_chart(compression)
 st.markdown("**Outlier (massive) dimensions**: a dimension whose largest |value| is at least 20× the median "
             "dimension's, with the tokens that carry it (position: token).")
-outliers = frames["outliers"].assign(carriers=lambda f: f["carriers"].map(visible))
+outliers = frames["outliers"].assign(
+    carriers=[" | ".join(f"{p}: {visible(result.tokens[p])}" for p, _ in o.carriers) for o in result.outliers])
 st.dataframe(outliers.round(1), width="stretch", hide_index=True, height=min(320, 36 * (len(outliers) + 1)))
 
 st.header("Meaning across languages")

@@ -2,8 +2,8 @@
 is, and where a word's meaning stops depending on its language.
 
 One forward pass over ``tokens`` positions of a text captures every layer's residual. Positions are
-split at random (by ``seed``) into a fit half and a score half: every probe is fitted on the fit half
-and every number is measured on the score half. The word list goes through the model once per
+split at random (by ``seed``): every probe is fitted on two thirds of them (the fit split) and every
+number is measured on the other third (the score split), the lens included. The word list goes through the model once per
 (model, words) and is cached.
 """
 
@@ -172,10 +172,14 @@ def _num(x: float) -> float | None:
     return None if x != x else round(x, 6)
 
 
+FIT_SHARE = 2 / 3  # more rows for the probes; a third is enough to score (and the lens decodes only those)
+
+
 def split(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows 0..n-1 at random into a fit half and a score half (each sorted)."""
+    """Rows 0..n-1 at random into fit rows (two thirds) and score rows (the rest), each sorted."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return order[: n // 2].sort().values, order[n // 2 :].sort().values
+    cut = round(n * FIT_SHARE)
+    return order[:cut].sort().values, order[cut:].sort().values
 
 
 def nearest_token_accuracy(handle: ModelHandle, residual: torch.Tensor, ids: torch.Tensor) -> list[float]:

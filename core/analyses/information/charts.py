@@ -22,10 +22,16 @@ BITS = {
 }
 
 
+def _fit_width(chart):
+    """Fill the container's width and keep the given height for the plot: Streamlit's default for a
+    stretched chart ("fit") takes legends and titles out of the height and squashes the plot."""
+    return chart.properties(autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
+
+
 def _curves(layers: pd.DataFrame, columns: dict[str, str], title: str, y: alt.Y) -> alt.Chart:
     long = layers.melt(id_vars="layer", value_vars=list(columns), var_name="quantity", value_name="value")
     long["quantity"] = long["quantity"].map(columns)
-    return (
+    return _fit_width(
         alt.Chart(long, title=title)
         .mark_line(point=True)
         .encode(
@@ -34,7 +40,7 @@ def _curves(layers: pd.DataFrame, columns: dict[str, str], title: str, y: alt.Y)
             color=alt.Color("quantity:N", title=None, sort=list(columns.values()), legend=alt.Legend(orient="bottom", columns=2)),
             tooltip=["layer", "quantity", alt.Tooltip("value:Q", format=".3f")],
         )
-        .properties(height=280)
+        .properties(height=260)
     )
 
 
@@ -75,7 +81,7 @@ def retrieval_chart(retrieval: pd.DataFrame, chance: float) -> alt.Chart:
     total = alt.Chart(mean).mark_line(point=True, color="black", strokeWidth=3).encode(
         x=x, y=y, tooltip=["layer", alt.Tooltip("accuracy:Q", format=".3f")])
     floor = alt.Chart(pd.DataFrame({"chance": [chance]})).mark_rule(strokeDash=[4, 4], color="gray").encode(y="chance:Q")
-    return (sources + total + floor).properties(title="Where meaning stops depending on the language", height=300)
+    return _fit_width((sources + total + floor).properties(title="Where meaning stops depending on the language", height=300))
 
 
 def pair_heatmap(retrieval: pd.DataFrame, layer: int) -> alt.Chart:
@@ -90,14 +96,14 @@ def pair_heatmap(retrieval: pd.DataFrame, layer: int) -> alt.Chart:
         text=alt.Text("accuracy:Q", format=".2f"),
         color=alt.condition("datum.accuracy > 0.6", alt.value("white"), alt.value("black")),
     )
-    return (cells + text).properties(title=f"Layer {layer}: each language pair", height=280, width=300)
+    return _fit_width((cells + text).properties(title=f"Layer {layer}: each language pair", height=300))
 
 
 def pca_chart(pca: pd.DataFrame, layer: int, kind: str) -> alt.Chart:
     """One layer's 2-D PCA of the window's tokens (by token class) or of the words (by language)."""
     frame = pca[(pca["layer"] == layer) & (pca["kind"] == kind)].assign(text=lambda f: f["label"].map(visible))
     title = "language" if kind == "word" else "token class"
-    return (
+    return _fit_width(
         alt.Chart(frame, title=f"Layer {layer}: PCA of the {'words' if kind == 'word' else 'tokens'}, coloured by {title}")
         .mark_circle(size=40, opacity=0.7)
         .encode(x=alt.X("x:Q", title="PC 1"), y=alt.Y("y:Q", title="PC 2"),
@@ -109,7 +115,7 @@ def pca_chart(pca: pd.DataFrame, layer: int, kind: str) -> alt.Chart:
 def tokens_per_word_chart(per_word: pd.DataFrame) -> alt.Chart:
     """Mean tokens per word of the word list, per language (more tokens: less information per token)."""
     frame = per_word.assign(label=per_word["name"] + " (" + per_word["language"] + ")")
-    return (
+    return _fit_width(
         alt.Chart(frame, title="Tokens per word (the word list)")
         .mark_bar()
         .encode(x=alt.X("tokens_per_word:Q", title="tokens per word"),

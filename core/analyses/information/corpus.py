@@ -112,7 +112,7 @@ def token_window(handle: ModelHandle, text: str, n: int) -> Window:
     if count < MIN_TOKENS:
         raise UserError(
             f"the corpus gives only {max(count, 0)} tokens; a probe needs at least {MIN_TOKENS} "
-            f"(half to fit, half to score): give a longer text"
+            f"(two thirds to fit, a third to score): give a longer text"
         )
     keep = count + 2
     ids = ids[:keep]

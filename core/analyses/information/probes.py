@@ -21,7 +21,7 @@ import torch.nn.functional as F
 MIN_COUNT = 2  # a token is a probe class when it occurs at least this often in the fit split
 # L2 strength on standardized features against the cross-entropy SUMMED over the fit rows: more rows,
 # relatively less penalty, so a probe of a layer that holds the token approaches H(token) as data grows.
-# For Gemma 3 on 200 fit rows it is 0.1 per row, what 2-fold cross-validation inside the fit half chose
+# For Gemma 3 on 200 fit rows it is 0.1 per row, what 2-fold cross-validation inside the fit rows chose
 # for 52 of 57 (layer, probe) pairs. Cross-validation is not run each time: on folds of half the rows it
 # is noisy (bounds jumped by 0.6 bit between neighbouring layers) and biased towards larger penalties.
 PENALTY = 20.0
