@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Collection, Sequence
+from typing import Collection, Sequence
 
 import numpy as np
 import pandas as pd
@@ -21,9 +21,9 @@ from core.errors import UserError
 from core.lenses.base import Lens, LogitLens
 from core.models.handle import Batch, ModelHandle
 from core.tokens import token_str
+from core.progress import Progress
 
 LN2 = math.log(2.0)
-Progress = Callable[[float, str], None]
 # Floats of logits decoded at once (layers x prompts x positions x vocab): 256 MB in float32, plus as
 # much for exp. The unembedding GEMM needs a few hundred rows to run near full speed on a CPU
 # (measured on Gemma 3's 262k x 640: 64 rows at 49 GFLOP/s, 256 rows at 71).

@@ -23,11 +23,11 @@ import struct
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 from core.errors import UserError
+from core.progress import Progress
 
-Progress = Callable[[float, str], None]
 MARKER = "layerscope-conversion.json"
 FORMAT_VERSION = 2  # 2: written by gguf_direct; a version-1 folder (transformers-written) is converted afresh
 

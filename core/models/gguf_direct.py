@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Callable
+
 
 import numpy as np
 
 from core.models import gguf_tokenizer
 from core.models.gguf_reader import GGUFFile
+from core.progress import Progress
 
-Progress = Callable[[float, str], None]
 
 # GGUF key (after "<arch>.") -> config field, per architecture (transformers' GGUF_CONFIG_MAPPING)
 _COMMON = {

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
 CORPUS_SEED = 0
 PROBE_SEED = 1234
