@@ -81,7 +81,8 @@ st.caption(
     f"(current {probes['current'].n_classes}, previous {probes['previous'].n_classes}, next {probes['next'].n_classes}) "
     "plus one 'other' class; probe accuracies count the score positions whose token is a class "
     f"({probes['current'].coverage:.0%}, {probes['previous'].coverage:.0%}, {probes['next'].coverage:.0%} of them). "
-    "The nearest-embedding decoder picks among the window's distinct tokens; the lens among the whole vocabulary."
+    "The nearest-embedding decoder picks among the distinct tokens of the score split; the lens among the whole "
+    "vocabulary."
 )
 
 st.header("What the residual still knows")

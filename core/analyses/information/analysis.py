@@ -68,7 +68,7 @@ class Layer:
 
     layer: int
     current_token_acc: float  # probe
-    current_token_nearest_acc: float  # nearest input embedding among the window's tokens
+    current_token_nearest_acc: float  # nearest input embedding (cosine) among the score split's distinct tokens
     previous_token_acc: float  # probe
     next_token_acc: float  # the logit lens's top-1 against the actual next token
     next_token_probe_acc: float
@@ -265,7 +265,7 @@ def run(handle: ModelHandle, settings: Settings, progress: Progress | None = Non
         model=handle.spec, n_layers=handle.n_layers, settings=settings, corpus=text, tokens=token_text,
         fit_positions=(fit + 1).tolist(), score_positions=(score + 1).tolist(), layers=layers, probes=probes,
         outliers=outliers, retrieval=retrieval, languages=languages,
-        concepts=[words.words["en"][i] if "en" in words.words else words.words[languages[0]][i] for i in rows],
+        concepts=[words.words["en"][i] for i in rows],
         tokens_per_word={code: embeddings.tokens_per_word(handle, list(words.words[code])) for code in words.languages},
         story_tokens=story_tokens(handle),
         neighbours=embeddings.neighbours(handle, settings.word),

@@ -97,7 +97,8 @@ class Window:
 
 
 def token_window(handle: ModelHandle, text: str, n: int) -> Window:
-    """The first ``n`` positions (plus one before and one after) of ``text``; fewer when the text is short."""
+    """The first ``n`` positions (plus one before and one after) of ``text``; fewer when the text, or the
+    model's context, is shorter."""
     tokenizer = handle.tokenizer
     chars = max(64, 8 * (n + 2))
     while True:
@@ -108,7 +109,7 @@ def token_window(handle: ModelHandle, text: str, n: int) -> Window:
         chars *= 2
     # The last token of a cut text may be a fragment of a longer one: keep it out of the window.
     usable = len(ids) - (1 if chars < len(text) else 0)
-    count = min(n, usable - 2)
+    count = min(n, usable - 2, (handle.context_length or n + 2) - 2)
     if count < MIN_TOKENS:
         raise UserError(
             f"the corpus gives only {max(count, 0)} tokens; a probe needs at least {MIN_TOKENS} "
