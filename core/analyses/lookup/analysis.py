@@ -128,7 +128,7 @@ class Result:
         return int(np.median(settled)) if len(settled) else None
 
     def layers(self) -> pd.DataFrame:
-        """layer, p_answer (mean over the main prompts), top1 (fraction of them with the answer top-1 there)."""
+        """layer, p_answer: the answer's probability through the logit lens, mean over the main prompts."""
         p = np.nanmean(self.p_layers, axis=0) if len(self.p_layers) else np.zeros(self.n_layers + 1)
         return pd.DataFrame({"layer": range(self.n_layers + 1), "p_answer": p})
 
@@ -200,7 +200,9 @@ class Result:
         return trace
 
     def frames(self) -> dict[str, pd.DataFrame]:
-        """``prompts``: task-specific columns, then answer, top_token, correct, p_answer, settled_layer;
+        """``prompts``: task-specific columns (in context: pairs, condition, position, query, prompt, expected;
+        facts: relation, language, subject, prompt, expected), then answer (the scored token), top_token (the
+        model's), correct, p_answer, settled_layer (from which layer the answer stays top-1; main prompts only);
         ``layers``: layer, p_answer; ``heads``: the confirmed heads; ``head_attention``: layer, head,
         attention (every head); for in context ``by_pairs``, ``by_position``, ``by_condition``; for facts
         ``trace`` (kind, layer, position, token, subject, indirect_effect) and ``neurons``."""
@@ -251,7 +253,7 @@ def _run_incontext(handle: ModelHandle, s: Settings, progress: Progress) -> Resu
     frame = _scored_frame(handle, items, scores, {
         "pairs": [p.k for p in prompts], "condition": [p.condition for p in prompts],
         "position": [p.query + 1 for p in prompts], "query": [p.query_key for p in prompts],
-        "prompt": [p.text for p in prompts]})
+        "prompt": [p.text for p in prompts], "expected": [p.answer for p in prompts]})
     main_items = [it for it, m in zip(items, main) if m]
     heads = retrieval_heads(handle, main_items, s.top_heads, s.ablation, part(progress, 0.3, 1.0))
     return Result(handle.spec, handle.n_layers, handle.n_heads, s, frame, main, scores.p_layers[main], heads,
@@ -264,7 +266,7 @@ def _run_facts(handle: ModelHandle, s: Settings, progress: Progress) -> Result:
     items, notes = facts_mod.items(handle, facts, s.shots, s.seed)
     scores = score(handle, items, progress=part(progress, 0.0, 0.2))
     frame = _scored_frame(handle, items, scores, {
-        "relation": [f.relation for f in facts], "language": [f.language for f in facts],
+        "relation": [f.relation or "unlabelled" for f in facts], "language": [f.language for f in facts],
         "subject": [f.subject for f in facts], "prompt": [f.prompt for f in facts],
         "expected": [f.answer for f in facts]})
     main = np.ones(len(items), dtype=bool)
