@@ -37,7 +37,7 @@ def _curves(layers: pd.DataFrame, columns: dict[str, str], title: str, y: alt.Y)
         .encode(
             x=alt.X("layer:Q", title="layer (0 = embeddings)"),
             y=y,
-            color=alt.Color("quantity:N", title=None, sort=list(columns.values()), legend=alt.Legend(orient="bottom", columns=2)),
+            color=alt.Color("quantity:N", title=None, sort=list(columns.values()), legend=alt.Legend(orient="bottom", columns=2, labelLimit=300)),
             tooltip=["layer", "quantity", alt.Tooltip("value:Q", format=".3f")],
         )
         .properties(height=260)
