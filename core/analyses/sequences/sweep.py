@@ -140,13 +140,17 @@ class Prepared:
 def prepare(handle: ModelHandle, prompts: PromptSet, ablation: str, seed: int = 0) -> Prepared:
     """Run the clean prompts (recorded) and the corrupted ones (their activations give the replacement values)."""
     batch = handle.encode(prompts.clean)
-    started = time.perf_counter()
+    # The unit of exact cost: one forward pass of these prompts, the faster of the two timed here (the clean
+    # and the corrupted pass cost the same). On a CPU it is counted in CPU seconds per torch thread, what
+    # the pass takes when nothing else shares the machine, so other users' load does not flip the choice;
+    # on an accelerator, in wall seconds (its work is not CPU time).
+    on_cpu = handle.input_device.type == "cpu"
+    clock = time.process_time if on_cpu else time.perf_counter
+    started = clock()
     run = iv.record(handle, batch)
-    middle = time.perf_counter()
+    middle = clock()
     corrupt = iv.capture(handle, handle.encode(prompts.corrupt))
-    # The unit of exact cost: one forward pass of these prompts, the faster of the two just timed (the
-    # clean and the corrupted pass cost the same), so a moment of load elsewhere does not flip the choice.
-    clean_seconds = min(middle - started, time.perf_counter() - middle)
+    clean_seconds = min(middle - started, clock() - middle) / (max(1, torch.get_num_threads()) if on_cpu else 1)
     values = iv.replacement(ablation, corrupt, len(prompts.pairs), seed)
     return Prepared(prompts, batch, run, values, prompts.answer_ids(), clean_seconds)
 
