@@ -71,7 +71,7 @@ def layer_chart(layers: pd.DataFrame, first_correct_layer: int | None) -> alt.Ch
     rule = alt.Chart(pd.DataFrame({"layer": [first_correct_layer],
                                    "label": [f"top-1 from layer {first_correct_layer} (median)"]}))
     marks = rule.mark_rule(strokeDash=[4, 4], color="gray").encode(x="layer:Q") + rule.mark_text(
-        align="left", dx=4, dy=-110, color="gray").encode(x="layer:Q", text="label:N")
+        align="right", dx=-4, color="gray").encode(x="layer:Q", y=alt.value(12), text="label:N")
     return (line + marks).properties(height=260)
 
 

@@ -97,7 +97,8 @@ def typo(key: str, rng: random.Random, taken: set[str]) -> str | None:
 def build(handle: ModelHandle, list_name: str, pair_counts: tuple[int, ...], n: int, seed: int,
           perturb: bool = True) -> list[Prompt]:
     """``n`` clean prompts per K in ``pair_counts``, plus ``n`` collision and ``n`` typo prompts at the
-    largest K. Queried positions cycle through 0..K-1, so every position is asked about equally often."""
+    largest K. Queried positions cycle through 0..K-1, so every position is asked about equally often (with
+    fewer prompts than pairs, they are spread from the first pair to the last)."""
     if list_name not in LISTS:
         raise UserError(f"unknown list '{list_name}': choose one of {', '.join(LISTS)}")
     key_list, value_list = LISTS[list_name]
@@ -110,7 +111,7 @@ def build(handle: ModelHandle, list_name: str, pair_counts: tuple[int, ...], n: 
     if perturb and main >= 2:
         conditions += [(main, "collision"), (main, "typo")]
     for k, condition in conditions:
-        positions = [i % k for i in range(n)]
+        positions = [i % k if n >= k else i * k // n for i in range(n)]  # every position equally, or spread out
         rng.shuffle(positions)
         for query in positions:
             for _attempt in range(20):

@@ -36,6 +36,8 @@ def test_queried_positions_are_balanced_and_conditions_do_what_they_say(gemma):
     clean = [p for p in prompts if p.condition == "clean"]
     counts = Counter(p.query for p in clean)
     assert set(counts) == set(range(5)) and max(counts.values()) - min(counts.values()) <= 1
+    few = build(gemma, "names", (8,), 4, seed=1, perturb=False)  # fewer prompts than pairs: spread out
+    assert sorted(p.query for p in few) == [0, 2, 4, 6]
     for p in prompts:
         keys = [k for k, _ in p.pairs]
         values = [v for _, v in p.pairs]
