@@ -2,6 +2,9 @@
 
 import os
 
+# Before any test module imports torch (as core/__init__ does for the app): busy-waiting OpenMP threads
+# steal each other's cores on a shared 2-core machine (a small facts test took 55 s instead of 6 s).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
