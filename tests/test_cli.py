@@ -17,7 +17,7 @@ def test_lens_json_contract(gemma, capsys):
     code = main(["lens", "--model", "gemma-3-270m", "--prompt", "The capital of France is", "--top-k", "4", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0
-    assert set(out) == {"model", "n_layers", "tokens", "position", "layers"}
+    assert set(out) == {"model", "n_layers", "tokens", "position", "layers", "lens"} and out["lens"] == "logit"
     assert out["model"] == "gemma-3-270m" and out["n_layers"] == 18
     assert out["tokens"] == ["<bos>", "The", " capital", " of", " France", " is"] and out["position"] == 5
     assert [layer["layer"] for layer in out["layers"]] == list(range(19))

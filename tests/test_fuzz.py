@@ -344,7 +344,8 @@ def test_a_fixed_model_list_is_all_users_can_pick_and_never_runs_remote_code(tin
     assert not at.exception and not at.error
     picker = at.selectbox(key="model_choice")
     assert picker.options == offered
-    assert not at.checkbox and not at.text_input  # no "trust remote code", no free-form model path
+    assert not at.sidebar.checkbox and not at.sidebar.text_input  # no "trust remote code", no free-form model path
+    assert at.sidebar.selectbox(key="model_choice").options == offered
     assert options_seen and all(not options.trust_remote_code for _, options in options_seen)
     assert len(at.dataframe[0].value) == 3 + 1  # the offered tiny model's lens, embeddings + 3 layers
 
