@@ -334,6 +334,22 @@ def _rowdot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.bmm(x.reshape(-1, 1, v), y.reshape(-1, v, 1)).reshape(x.shape[:-1])
 
 
+_RANK_COLUMNS = 8192  # vocabulary columns compared against every target at once (stays in cache)
+
+
+def _ranks(logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
+    """1 + how many tokens have a higher logit than each target: [..., V] and [..., T] -> [..., T].
+
+    One pass over the logits for all targets: each block of columns is compared with every target
+    while it is in cache, instead of one full pass per target."""
+    counts = torch.zeros(target_logits.shape, dtype=torch.int64, device=logits.device)
+    thresholds = target_logits.unsqueeze(-2)  # [..., 1, T]
+    for start in range(0, logits.shape[-1], _RANK_COLUMNS):
+        block = logits[..., start : start + _RANK_COLUMNS].unsqueeze(-1)  # [..., C, 1]
+        counts += (block > thresholds).sum(-2)
+    return counts + 1
+
+
 def _decode_all(handle, residual, top_k, targets, token_sets, energy) -> dict:
     """Metrics for every layer of one batch's residuals [layer, b, slot, d] (numpy out).
 
@@ -383,8 +399,7 @@ def _decode_all(handle, residual, top_k, targets, token_sets, energy) -> dict:
             idx = target_ids.to(logits.device)[None, :, None, :].expand(logits.shape[0], -1, slots, -1)
             target_logits = logits.gather(-1, idx)
             chunk["target_probs"] = (target_logits - lse.unsqueeze(-1)).exp()
-            chunk["target_ranks"] = torch.stack(
-                [(logits > target_logits[..., t : t + 1]).sum(-1) for t in range(idx.shape[-1])], -1) + 1
+            chunk["target_ranks"] = _ranks(logits, target_logits)
         if set_index is not None:
             p_scale = 1.0 / total  # p = e / total
             chunk["set_probs"] = torch.stack(
