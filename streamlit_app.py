@@ -6,6 +6,7 @@ Navigation and the shared sidebar (model picker) only; each page lives in pages/
 import streamlit as st
 
 from ui.model import sidebar
+from ui.shell import shell
 
 st.set_page_config(page_title="layerscope", page_icon="🔬", layout="wide")
 
@@ -20,6 +21,7 @@ PAGES = [
     st.Page("pages/information.py", title="Journey of information", icon="🧭"),
 ]
 
-navigation = st.navigation(PAGES)
-sidebar()
-navigation.run()
+with shell():  # pages know they run inside the app (ui/shell.require_shell)
+    navigation = st.navigation(PAGES)
+    sidebar()
+    navigation.run()

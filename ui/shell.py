@@ -12,16 +12,32 @@ run then stops.
 
 from __future__ import annotations
 
+import contextlib
 import runpy
+import threading
 
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
+# Whether streamlit_app.py is running in this thread's script run (a script run stays in one thread).
+# Streamlit's own mode flag is a class attribute shared by every session, so it cannot tell.
+_RUN = threading.local()
+
+
+@contextlib.contextmanager
+def shell():
+    """Wraps the entry script's navigation: pages run inside it know the shell is there."""
+    _RUN.active = True
+    try:
+        yield
+    finally:
+        _RUN.active = False
+
 
 def require_shell() -> None:
     """Call first in every page: runs the app (sidebar, navigation, then this page) when the page ran alone."""
-    if not PagesManager.uses_pages_directory:
+    if getattr(_RUN, "active", False):
         return
     PagesManager.uses_pages_directory = False  # what st.navigation itself sets on its first call
     ctx = get_script_run_ctx()
