@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import runpy
 import threading
+from pathlib import Path
 
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
@@ -42,7 +43,7 @@ def require_shell() -> None:
     PagesManager.uses_pages_directory = False  # what st.navigation itself sets on its first call
     ctx = get_script_run_ctx()
     entry = ctx.pages_manager.main_script_path if ctx is not None else None
-    if entry is None:
-        return
+    if entry is None or Path(entry).name != "streamlit_app.py":
+        return  # the page itself is the main script (a test of one page): no shell to run
     runpy.run_path(str(entry), run_name="__main__")
     st.stop()
