@@ -126,20 +126,24 @@ def build_checkpoint(folder: Path, shape: dict) -> None:
     def randn(*shape, std=0.02):
         return (torch.randn(*shape, generator=gen) * std).to(torch.bfloat16)
 
-    shards: list[dict] = [{"model.embed_tokens.weight": randn(v, d)}]
-    for i in range(shape["num_hidden_layers"]):
+    n_layers = shape["num_hidden_layers"]
+
+    def layer(i: int) -> dict:
         p = f"model.layers.{i}."
-        shards.append({
+        return {
             **{p + f"self_attn.{n}_proj.weight": randn(d, d) for n in "qkvo"},
             p + "mlp.gate_proj.weight": randn(f, d), p + "mlp.up_proj.weight": randn(f, d),
             p + "mlp.down_proj.weight": randn(d, f),
             p + "input_layernorm.weight": torch.ones(d, dtype=torch.bfloat16),
             p + "post_attention_layernorm.weight": torch.ones(d, dtype=torch.bfloat16),
-        })
-    shards.append({"model.norm.weight": torch.ones(d, dtype=torch.bfloat16), "lm_head.weight": randn(v, d)})
+        }
+
+    makers = [lambda: {"model.embed_tokens.weight": randn(v, d)}, *(lambda i=i: layer(i) for i in range(n_layers)),
+              lambda: {"model.norm.weight": torch.ones(d, dtype=torch.bfloat16), "lm_head.weight": randn(v, d)}]
     index, total = {}, 0
-    for n, shard in enumerate(shards):
-        name = f"model-{n + 1:05d}-of-{len(shards):05d}.safetensors"
+    for n, make in enumerate(makers):  # one shard in memory at a time
+        shard = make()
+        name = f"model-{n + 1:05d}-of-{len(makers):05d}.safetensors"
         save_file(shard, folder / name, metadata={"format": "pt"})
         for key, tensor in shard.items():
             index[key] = name
