@@ -1,5 +1,14 @@
-"""Where a model's forward passes run: here (the default ``ModelHandle``), through nnsight traces, or on NDIF."""
+"""Where a model's forward passes run: here (the default ``ModelHandle``), through nnsight traces, or on NDIF.
 
-from core.models.backends.nnsight_backend import BACKENDS, LensReductions, NNsightHandle, check_ndif, lens_reductions, through_nnsight
+- ``nnsight_backend``: ``NNsightHandle``, ``through_nnsight``, ``ndif_handle``, ``check_ndif``;
+- ``reductions``: the lens reduced inside a trace (``lens_reductions``, ``reduced_lens``, ``run_lens_on``);
+- ``sweep``: the head sweep's ablations inside traces, only logit differences coming back.
+"""
 
-__all__ = ["BACKENDS", "LensReductions", "NNsightHandle", "check_ndif", "lens_reductions", "through_nnsight"]
+from core.models.backends.nnsight_backend import (
+    BACKENDS, NNsightHandle, check_ndif, ndif_handle, reductions_only, refuse_remote, through_nnsight,
+)
+from core.models.backends.reductions import LensReductions, lens_reductions, reduced_lens, run_lens_on
+
+__all__ = ["BACKENDS", "LensReductions", "NNsightHandle", "check_ndif", "lens_reductions", "ndif_handle",
+           "reduced_lens", "reductions_only", "refuse_remote", "run_lens_on", "through_nnsight"]

@@ -1,17 +1,21 @@
-"""The lens's narrow interface (``residuals`` + ``decode``) run through nnsight traces, locally or on NDIF.
+"""The model behind nnsight traces: here (``--backend nnsight``) or on NDIF (``--backend ndif``).
 
 ``through_nnsight(handle)`` gives a handle whose ``residuals`` come from one nnsight trace of the decoder
-stack (the lens, translation and arithmetic then run unchanged). On NDIF only reductions may come back:
-``lens_reductions`` decodes every layer's residual inside the trace and saves top-k ids and probabilities,
-entropy, KL to the final layer and token-set probabilities, never a layer x vocab tensor.
+stack (the lens, translation and arithmetic then run unchanged). ``ndif_handle(spec)`` gives the handle of a
+model NDIF hosts: weights on the meta device here, every trace sent with ``remote=True``. Such a handle is
+*reductions-only*: nothing but reduced statistics may come back (``reductions``: the lens; ``sweep``: the
+head sweep's logit differences), so every call that would bring back residual streams or run hooks here
+says so in one line. ``through_nnsight(handle, remote="local", reductions_only=True)`` is the same handle on
+a model loaded here: nnsight serializes each trace as for NDIF, rebuilds it with this project's modules
+hidden and runs it here, which tests every line but the network hop.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass, fields
-from typing import Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import torch
 
@@ -20,6 +24,8 @@ from core.models.handle import Batch, ModelHandle
 
 BACKENDS = ("local", "nnsight", "ndif")
 NDIF_TIMEOUT_S = 5.0
+REMOTE_ONLY = ("NDIF brings back reduced statistics only (the lens at chosen positions, the head sweep's logit "
+               "differences), not residual streams or gradients: run this with --backend local or nnsight")
 
 
 def _nnsight():
@@ -30,44 +36,78 @@ def _nnsight():
     return nnsight
 
 
+def reductions_only(handle: ModelHandle) -> bool:
+    """Whether only reduced statistics may come back from this handle's forward passes (NDIF)."""
+    return bool(getattr(handle, "reductions_only", False))
+
+
+def refuse_remote(handle: ModelHandle, what: str) -> None:
+    """One line naming ``what`` cannot run where only reductions come back (no-op for other handles)."""
+    if reductions_only(handle):
+        raise UserError(f"{what} cannot run on NDIF: use --backend local or nnsight")
+
+
 @dataclass
 class NNsightHandle(ModelHandle):
-    """A ``ModelHandle`` whose forward passes are nnsight traces (``remote``: sent to NDIF)."""
+    """A ``ModelHandle`` whose forward passes are nnsight traces.
 
-    remote: bool = False
+    ``remote``: False runs traces here, True sends them to NDIF, "local" serializes them as for NDIF and runs
+    them here. ``reductions_only``: residual streams, logits and hooked passes are refused (NDIF's rule).
+    ``wrapped``: the nnsight model (built from ``model`` on first use when not given).
+    """
+
+    remote: bool | str = False
+    reductions_only: bool = False
+    wrapped: Any = field(default=None, repr=False, compare=False)
 
     def _traced(self):
-        """(wrapped model, envoys of the decoder layers, of the final norm and of the unembedding)."""
+        """(nnsight model, envoys of the decoder layers, of the final norm and of the unembedding)."""
         cached = self.__dict__.get("_envoys")
         if cached is None:
-            wrapped = _nnsight().NNsight(self.model)
-            names = {id(m): n for n, m in self.model.named_modules()}
+            if self.wrapped is None:
+                if self.remote:  # remote traces need a model nnsight can name to a server (or simulate one)
+                    from nnsight.modeling.transformers import TransformersModel
 
-            def envoy(module):
-                e = wrapped
-                for part in names[id(module)].split("."):
-                    e = e[int(part)] if part.isdigit() else getattr(e, part)
-                return e
-
-            layers = [envoy(layer) for layer in self.adapter.layers(self.model)]
-            cached = self.__dict__["_envoys"] = (wrapped, layers, envoy(self.adapter.final_norm(self.model)),
-                                                  envoy(self.adapter.unembed(self.model)))
+                    self.wrapped = TransformersModel(self.model, tokenizer=self.tokenizer, task="text-generation")
+                else:
+                    self.wrapped = _nnsight().NNsight(self.model)
+            cached = self.__dict__["_envoys"] = (self.wrapped, self.envoys(self.adapter.layers(self.model)),
+                                                  self.envoy(self.adapter.final_norm(self.model)),
+                                                  self.envoy(self.adapter.unembed(self.model)))
         return cached
 
-    def _trace(self, wrapped, batch: Batch):
-        inputs = self._inputs(batch)
-        return wrapped.trace(**inputs, use_cache=False, remote=self.remote) if self.remote else wrapped.trace(**inputs, use_cache=False)
+    def envoy(self, module):
+        """The nnsight envoy of a submodule of ``model``."""
+        names = self.__dict__.get("_names")
+        if names is None:
+            names = self.__dict__["_names"] = {id(m): n for n, m in self.model.named_modules()}
+        wrapped = self.wrapped if self.wrapped is not None else self._traced()[0]
+        e = wrapped
+        for part in names[id(module)].split("."):
+            if part:
+                e = e[int(part)] if part.isdigit() else getattr(e, part)
+        return e
+
+    def envoys(self, modules) -> list:
+        return [self.envoy(m) for m in modules]
+
+    def trace(self, inputs: dict):
+        """An nnsight trace of the decoder stack on ``inputs`` (ids, mask, position ids), here or remote."""
+        wrapped = self._traced()[0]
+        if self.remote:
+            return wrapped.trace(**inputs, use_cache=False, remote=self.remote)
+        return wrapped.trace(**inputs, use_cache=False)
 
     def residuals(self, batch: Batch, index: torch.Tensor | None = None, sublayer: bool = False) -> torch.Tensor:
         """As ``ModelHandle.residuals`` (Float[Tensor, "layer batch pos d_model"]), from one nnsight trace."""
+        if self.reductions_only:
+            raise UserError(REMOTE_ONLY)
         if sublayer:
             raise UserError("sub-layer rows are not available through nnsight yet: use --backend local")
-        if self.remote:
-            raise UserError("NDIF returns reductions only, not residual streams: this analysis needs --backend local or nnsight")
-        wrapped, layers, _, _ = self._traced()
+        _, layers, _, _ = self._traced()
         saved = []
         with self.lock, torch.inference_mode():
-            with self._trace(wrapped, batch):
+            with self.trace(self._inputs(batch)):
                 hidden = layers[0].input
                 saved.append(hidden.save())
                 for layer in layers:
@@ -79,61 +119,46 @@ class NNsightHandle(ModelHandle):
         device = rows[-1].device
         return torch.stack([r.to(device) for r in rows])
 
+    # What would run the model here, with hooks, or bring back whole tensors: refused on NDIF.
 
-def through_nnsight(handle: ModelHandle, remote: bool = False) -> NNsightHandle:
-    """The same loaded model behind nnsight traces."""
+    def run_body(self, batch: Batch):
+        if self.reductions_only:
+            raise UserError(REMOTE_ONLY)
+        return super().run_body(batch)
+
+    def decode(self, residual: torch.Tensor, differentiable: bool = False) -> torch.Tensor:
+        if self.reductions_only:
+            raise UserError(REMOTE_ONLY)
+        return super().decode(residual, differentiable)
+
+    def logits(self, batch: Batch) -> torch.Tensor:
+        if self.reductions_only:
+            raise UserError(REMOTE_ONLY)
+        return super().logits(batch)
+
+
+def through_nnsight(handle: ModelHandle, remote: bool | str = False, reductions_only: bool = False) -> NNsightHandle:
+    """The same loaded model behind nnsight traces (``remote="local"``: serialized as for NDIF, run here)."""
     _nnsight()
     values = {f.name: getattr(handle, f.name) for f in fields(ModelHandle)}
-    return NNsightHandle(**values, remote=remote)
+    return NNsightHandle(**values, remote=remote, reductions_only=reductions_only or remote is True)
 
 
-# -- reductions: what one request may bring back ----------------------------------------------------------
+def ndif_handle(spec: str, remote: bool | str = True, dispatch: bool = False) -> NNsightHandle:
+    """The reductions-only handle of a model NDIF hosts: config and tokenizer from the hub, weights on the meta
+    device (``dispatch``: load the weights here, with ``remote="local"``, to run the same traces locally)."""
+    _nnsight()
+    from nnsight.modeling.transformers import TransformersModel
 
+    from core.models import wrap_model
 
-@dataclass
-class LensReductions:
-    """The lens at the last position of every prompt, reduced inside the trace (layer 0 = embeddings)."""
-
-    top_ids: torch.Tensor  # [layer, batch, k] int64
-    top_probs: torch.Tensor  # [layer, batch, k] float32
-    entropy_bits: torch.Tensor  # [layer, batch]
-    kl_to_final_bits: torch.Tensor  # [layer, batch]: KL(final || layer)
-    token_set_probs: torch.Tensor | None  # [layer, batch, set]: summed probability of each token set
-
-    @property
-    def saved_bytes(self) -> int:
-        """Bytes of every tensor the trace saved (what one request brings back)."""
-        return sum(t.numel() * t.element_size() for t in (self.top_ids, self.top_probs, self.entropy_bits,
-                                                           self.kl_to_final_bits, self.token_set_probs) if t is not None)
-
-
-def lens_reductions(handle: NNsightHandle, prompts: Sequence[str], top_k: int = 5,
-                    token_sets: Sequence[Sequence[int]] = ()) -> LensReductions:
-    """Decode every layer's last-position residual inside one trace and save only its reductions."""
-    wrapped, layers, norm, unembed = handle._traced()
-    batch = handle.encode(prompts)
-    cap = handle.adapter.softcap(handle.model)
-    sets = torch.zeros(len(token_sets), handle.vocab_size)
-    for row, ids in enumerate(token_sets):
-        sets[row, list(ids)] = 1.0
-    log2 = float(torch.log(torch.tensor(2.0)))
-    with handle.lock, torch.inference_mode():
-        with handle._trace(wrapped, batch):
-            hidden = [layers[0].input[:, -1]]
-            for layer in layers:
-                out = layer.output
-                hidden.append((out[0] if isinstance(out, tuple) else out)[:, -1])
-            logits = unembed(norm(torch.stack(hidden))).float()  # [layer, batch, vocab]: never saved
-            if cap:
-                logits = torch.tanh(logits / cap) * cap
-            logp = torch.log_softmax(logits, dim=-1)
-            probs = logp.exp()
-            top = probs.topk(top_k, dim=-1)
-            top_ids, top_probs = top.indices.save(), top.values.save()
-            entropy = (-(probs * logp).sum(-1) / log2).save()
-            kl = ((probs[-1:] * (logp[-1:] - logp)).sum(-1) / log2).save()
-            set_probs = (probs @ sets.to(probs.device).T).save() if len(token_sets) else None
-    return LensReductions(top_ids, top_probs, entropy, kl, set_probs)
+    try:
+        wrapped = TransformersModel(spec, task="text-generation", dispatch=dispatch)
+    except Exception as err:  # the hub's own errors: one line
+        raise UserError(f"could not read {spec}'s config and tokenizer for NDIF: {str(err).splitlines()[0][:200]}") from None
+    handle = wrap_model(wrapped._module, wrapped.tokenizer, spec)
+    values = {f.name: getattr(handle, f.name) for f in fields(ModelHandle)}
+    return NNsightHandle(**values, remote=remote, reductions_only=True, wrapped=wrapped)
 
 
 # -- NDIF ----------------------------------------------------------------------------------------------------
@@ -160,6 +185,6 @@ def check_ndif(spec: str, timeout_s: float = NDIF_TIMEOUT_S) -> None:
     try:
         running = nnsight.is_model_running(spec)
     except Exception as err:  # the service's own errors: one line, never the key
-        raise UserError(f"NDIF could not say whether {spec} is running: {str(err).splitlines()[0][:200]}") from None
+        raise UserError(f"NDIF could not say whether {spec} is running: {str(err).splitlines()[0][:200].replace(key, '***')}") from None
     if not running:
         raise UserError(f"NDIF is not running {spec} now: pick a model NDIF hosts (see https://nnsight.net/status)")
