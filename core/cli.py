@@ -41,10 +41,13 @@ def load_from_args(args: argparse.Namespace) -> ModelHandle:
     )
     backend = getattr(args, "backend", "local")
     if backend == "ndif":  # before loading anything: offline or without a key this fails in seconds
-        from core.models.backends import check_ndif
+        from core.models.backends import check_ndif, ndif_handle
 
+        if options != LoadOptions(trust_remote_code=args.trust_remote_code):
+            raise UserError("NDIF runs its models at its own precision and devices: drop --dtype, --quantization and "
+                            "--device with --backend ndif")
         check_ndif(args.model)
-        raise UserError(f"NDIF hosts {args.model}, but running whole analyses there is not wired up yet: use --backend nnsight")
+        return ndif_handle(args.model)  # meta weights here; every trace goes to NDIF, only reductions come back
     handle = _load(args.model, options)
     if backend == "nnsight":
         from core.models.backends import through_nnsight

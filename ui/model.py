@@ -48,6 +48,26 @@ def _request(spec: str, dtype: str, quantization: str, device: str, trust_remote
     return LOADS.request((spec, options), load)
 
 
+def ndif_offered() -> bool:
+    """Whether the server's operator set an NDIF key (the sidebar then offers "Run on: NDIF"; the key is never shown)."""
+    return bool(os.environ.get("NDIF_API_KEY", "").strip())
+
+
+def _request_ndif(spec: str) -> tuple[LoadJob, bool]:
+    """The server's job building the NDIF handle of ``spec``: NDIF checked (key, reachability, model running,
+    within seconds), then the model's config and tokenizer read, its weights left on the meta device."""
+
+    def load(progress):
+        from core.models.backends import check_ndif, ndif_handle
+
+        progress(0.1, "asking NDIF whether it runs this model")
+        check_ndif(spec)
+        progress(0.5, "reading the model's config and tokenizer")
+        return ndif_handle(spec)
+
+    return LOADS.request((spec, "ndif"), load)
+
+
 def _load(spec: str, dtype: str, quantization: str, device: str, trust_remote_code: bool) -> ModelHandle:
     """The loaded model, waiting for its job (for code that needs the handle without a page)."""
     return _request(spec, dtype, quantization, device, trust_remote_code)[0].result()
@@ -73,9 +93,11 @@ def sidebar() -> None:
             st.selectbox("Quantization", QUANTIZATIONS, key="model_quantization",
                          help="8-bit / 4-bit NF4 through bitsandbytes")
             st.selectbox("Device", DEVICES, key="model_device")
-            if os.environ.get("NDIF_API_KEY", "").strip():  # only when the operator set a key; the key is never shown
+            if ndif_offered():  # only when the operator set a key; the key is never shown
                 st.radio("Run on", ("this machine", "NDIF"), key="model_run_on", horizontal=True,
-                         help="NDIF runs models it hosts remotely; only reduced statistics come back")
+                         help="NDIF runs models it hosts (a hub id such as meta-llama/Llama-3.1-70B) remotely; only "
+                              "reduced statistics come back: the lens at chosen positions, translation, the head "
+                              "sweep. Precision and device are NDIF's.")
             if fixed is None:
                 st.checkbox("Trust remote code", key="model_trust_remote_code",
                             help="Runs code shipped with the model. Only for models whose authors you trust.")
@@ -86,7 +108,12 @@ def model_key() -> str:
     """A string naming the current model and options, for st.cache_data keys."""
     s = st.session_state
     return "|".join(str(s.get(k)) for k in ("model_spec", "model_dtype", "model_quantization", "model_device",
-                                              "model_trust_remote_code"))
+                                              "model_trust_remote_code")) + ("|ndif" if on_ndif() else "")
+
+
+def on_ndif() -> bool:
+    """Whether the sidebar asks for the model to run on NDIF (only offered when the operator set a key)."""
+    return ndif_offered() and st.session_state.get("model_run_on") == "NDIF"
 
 
 def current_model() -> ModelHandle:
@@ -100,6 +127,12 @@ def current_model() -> ModelHandle:
     if not spec:
         st.info("Type a model folder, .gguf file or hub id in the sidebar.")
         st.stop()
+    if on_ndif():
+        handle = _wait_job(spec, *_request_ndif(spec))
+        info = handle.summary()
+        st.sidebar.caption(f"{info['architecture']} · {info['n_layers']} layers × {info['n_heads']} heads · "
+                           f"d={info['d_model']} · on NDIF (only reduced statistics come back)")
+        return handle
     # A server with a fixed model list never runs model code: the checkbox is hidden and its state ignored.
     trust_remote_code = fixed is None and bool(s.get("model_trust_remote_code", False))
     handle = _wait(spec, s.get("model_dtype", "auto"), s.get("model_quantization", "none"),
@@ -114,7 +147,11 @@ def current_model() -> ModelHandle:
 
 def _wait(spec: str, dtype: str, quantization: str, device: str, trust_remote_code: bool) -> ModelHandle:
     """The model, showing its load's progress (shared with every session waiting for it); errors stop the page."""
-    job, started_here = _request(spec, dtype, quantization, device, trust_remote_code)
+    return _wait_job(spec, *_request(spec, dtype, quantization, device, trust_remote_code))
+
+
+def _wait_job(spec: str, job: LoadJob, started_here: bool) -> ModelHandle:
+    """A load job's model, showing its progress; its errors become one st.error line and stop the page."""
     placeholder = st.empty()
     if not job.wait(0.2):
         who = "" if started_here else " (asked for by another session first)"

@@ -14,11 +14,12 @@ import pandas as pd
 from core import interventions as iv
 from core.analyses.base import Settings as BaseSettings
 from core.analyses.sequences.sweep import (
-    SeqResult, attribution_sweep, checked_by_attribution, exact_sweep, prepare, spearman,
+    SeqResult, attribution_sweep, checked_by_attribution, exact_sweep, prepare, spearman, traced_sweep,
 )
 from core.analyses.sequences.tasks import TASKS, TEMPLATES, build_prompts
 from core.errors import UserError
 from core.interventions import check_ablation
+from core.models.backends import NNsightHandle, reductions_only
 from core.models.handle import ModelHandle
 from core.progress import Progress, part
 
@@ -108,8 +109,16 @@ def run(handle: ModelHandle, settings: Settings, progress: Progress | None = Non
     report(0.0, "building prompts")
     prompts = build_prompts(handle, settings)
     report(0.1, f"{len(prompts.pairs)} prompt pairs; clean and corrupted runs")
-    prep = prepare(handle, prompts, settings.ablation, settings.seed)
     every = iv.heads(handle) + iv.mlps(handle)
+    if reductions_only(handle):  # NDIF: no gradients come back, so every component is ablated exactly there
+        if method in ("attribution", "both"):
+            raise UserError("attribution patching needs gradients, which NDIF does not bring back: use --method "
+                            "ablation on NDIF, or --backend local or nnsight")
+        report(0.2, f"exact ablation of {len(every)} components in nnsight traces on NDIF")
+        exact = traced_sweep(handle, prompts, every, settings.ablation, settings.seed, progress=part(progress, 0.2, 1.0))
+        report(1.0, "done")
+        return Result(settings, SeqResult(prompts, exact, None, method="ablation"))
+    prep = prepare(handle, prompts, settings.ablation, settings.seed)
     estimate = prep.exact_cost_s(handle, every)
     attribution = exact = None
     if method in ("attribution", "both", "auto"):
@@ -122,7 +131,11 @@ def run(handle: ModelHandle, settings: Settings, progress: Progress | None = Non
         if partial:
             components = checked_by_attribution(attribution, int(top_k or DEFAULT_TOP_K), settings.seed)
         report(0.2, f"exact ablation of {len(components)} components (estimated {prep.exact_cost_s(handle, components):.0f} s)")
-        exact = exact_sweep(handle, prep, components, settings.ablation, progress=part(progress, 0.2, 1.0))
+        if isinstance(handle, NNsightHandle):  # --backend nnsight: the ablations run inside nnsight traces
+            exact = traced_sweep(handle, prompts, components, settings.ablation, settings.seed,
+                                 progress=part(progress, 0.2, 1.0))
+        else:
+            exact = exact_sweep(handle, prep, components, settings.ablation, progress=part(progress, 0.2, 1.0))
     sweeps = SeqResult(prompts, exact, attribution, method=ran, exact_estimate_s=estimate)
     if exact is not None and attribution is not None:
         both = sweeps.comparison()

@@ -3,6 +3,7 @@
 - metric: logit difference logit(correct) − logit(incorrect) at the last position, mean over prompts;
   an intervention is reported as its percentage of the unablated model's (``pct_of_full``).
 - ``exact_sweep``: exact ablation of chosen heads and MLPs, many per batched pass (``core.interventions``);
+  ``traced_sweep``: the same through nnsight traces (``--backend nnsight`` or ``ndif``), logit differences only;
   ``attribution_sweep``: attribution patching of every head and MLP from one forward/backward pair.
 - ``SeqResult``: one or both sweeps of one prompt set, their comparison and rank correlation.
 """
@@ -20,6 +21,8 @@ import torch
 from core import interventions as iv
 from core.analyses.sequences.tasks import PromptSet
 from core.interventions import Component
+from core.models.backends import NNsightHandle
+from core.models.backends.sweep import ablation_sweep
 from core.models.handle import ModelHandle
 from core.progress import Progress
 
@@ -173,6 +176,18 @@ def exact_sweep(handle: ModelHandle, prep: Prepared, components: list[Component]
     values = mean_logit_diffs(handle, prep, finals)
     heads_df, mlps_df = _frames(components, values, full)
     return SweepResult(handle.spec, prep.prompts.task, "ablation", ablation, len(prep.prompts.pairs), full,
+                       heads_df, mlps_df, time.perf_counter() - start)
+
+
+def traced_sweep(handle: NNsightHandle, prompts: PromptSet, components: list[Component], ablation: str, seed: int = 0,
+                 progress: Progress | None = None, max_tokens: int = 4096) -> SweepResult:
+    """``exact_sweep`` through nnsight traces (here, or on NDIF): each component ablated inside a trace, only
+    the mean logit differences coming back (``core.models.backends.sweep``)."""
+    start = time.perf_counter()
+    traced = ablation_sweep(handle, handle.encode(prompts.clean), handle.encode(prompts.corrupt), prompts.answer_ids(),
+                            [[c] for c in components], ablation, seed, max_tokens=max_tokens, progress=progress)
+    heads_df, mlps_df = _frames(components, traced.ablated, traced.full)
+    return SweepResult(handle.spec, prompts.task, "ablation", ablation, len(prompts.pairs), traced.full,
                        heads_df, mlps_df, time.perf_counter() - start)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -39,12 +40,6 @@ def _nnsight():
 def reductions_only(handle: ModelHandle) -> bool:
     """Whether only reduced statistics may come back from this handle's forward passes (NDIF)."""
     return bool(getattr(handle, "reductions_only", False))
-
-
-def refuse_remote(handle: ModelHandle, what: str) -> None:
-    """One line naming ``what`` cannot run where only reductions come back (no-op for other handles)."""
-    if reductions_only(handle):
-        raise UserError(f"{what} cannot run on NDIF: use --backend local or nnsight")
 
 
 @dataclass
@@ -119,6 +114,20 @@ class NNsightHandle(ModelHandle):
         device = rows[-1].device
         return torch.stack([r.to(device) for r in rows])
 
+    @contextmanager
+    def remote_errors(self):
+        """Around a block holding remote traces: NDIF's own failures (queue, timeout, a server error) as one line."""
+        try:
+            yield
+        except UserError:
+            raise
+        except Exception as err:
+            if self.remote is not True:
+                raise
+            line = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+            key = os.environ.get("NDIF_API_KEY", "").strip()
+            raise UserError(f"NDIF could not run the request: {line.replace(key, '***') if key else line}") from None
+
     # What would run the model here, with hooks, or bring back whole tensors: refused on NDIF.
 
     def run_body(self, batch: Batch):
@@ -153,7 +162,10 @@ def ndif_handle(spec: str, remote: bool | str = True, dispatch: bool = False) ->
     from core.models import wrap_model
 
     try:
-        wrapped = TransformersModel(spec, task="text-generation", dispatch=dispatch)
+        from transformers import AutoTokenizer
+
+        wrapped = TransformersModel(spec, task="text-generation", dispatch=dispatch,
+                                    tokenizer=AutoTokenizer.from_pretrained(spec))
     except Exception as err:  # the hub's own errors: one line
         raise UserError(f"could not read {spec}'s config and tokenizer for NDIF: {str(err).splitlines()[0][:200]}") from None
     handle = wrap_model(wrapped._module, wrapped.tokenizer, spec)

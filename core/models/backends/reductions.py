@@ -95,8 +95,10 @@ def _reduce(handle, batch, layers, norm, unembed, top_k, index, targets, prompt_
     set_ids, set_mask = _padded_sets(prompt_sets) if prompt_sets and len(prompt_sets[0]) else (None, None)
     n_targets = 0 if target_ids is None else target_ids.shape[1]
     # Everything inside the block below is shipped to NDIF as source and run there: it reads only tensors,
-    # numbers and envoys (no project function), and saves only reductions.
-    with handle.lock, torch.inference_mode():
+    # numbers and envoys (no project function), and saves only reductions. Only saved names come back, so
+    # what may not be computed is bound before the block.
+    target_probs = target_ranks = set_probs = None
+    with handle.lock, torch.inference_mode(), handle.remote_errors():
         with handle.trace(handle._inputs(batch)):
             gather = index[:, :, None].expand(-1, -1, d_model)
             first = layers[0].input
@@ -116,7 +118,6 @@ def _reduce(handle, batch, layers, norm, unembed, top_k, index, targets, prompt_
             top_probs = probs.gather(-1, top.indices).save()
             entropy = (-(probs * logp).sum(-1) / LN2).clamp_min(0).save()
             kl = ((probs[-1:] * (logp[-1:] - logp)).sum(-1) / LN2).clamp_min(0).save()
-            target_probs = target_ranks = set_probs = None
             if n_targets:
                 tid = target_ids.to(logits.device)[None, :, None, :].expand(logits.shape[0], -1, logits.shape[2], -1)
                 target_logits = logits.gather(-1, tid)
