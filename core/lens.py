@@ -350,6 +350,20 @@ def _ranks(logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
     return counts + 1
 
 
+def _linear_unembedding(handle: ModelHandle):
+    """(norm, weight, bias) when logits are exactly ``norm(h) @ Wᵀ + b`` in float32 (no soft cap), else None.
+
+    Then Σ_v q_v L_v(h) = norm(h) · (Wᵀq) + q·b for any distribution q: a d_model-sized dot product per
+    row instead of a pass over the vocabulary."""
+    unembed = handle.adapter.unembed(handle.model)
+    weight = getattr(unembed, "weight", None)
+    if (handle.adapter.softcap(handle.model) or not isinstance(unembed, torch.nn.Linear) or weight is None
+            or weight.dtype != torch.float32):
+        return None
+    return handle.adapter.final_norm(handle.model), weight, unembed.bias
+
+
+@torch.inference_mode()
 def _decode_all(handle, residual, top_k, targets, token_sets, energy) -> dict:
     """Metrics for every layer of one batch's residuals [layer, b, slot, d] (numpy out).
 
@@ -358,7 +372,10 @@ def _decode_all(handle, residual, top_k, targets, token_sets, energy) -> dict:
     The final layer's logits and lse are the very tensors the last layer produces (decoded
     once, in the same chunked pass), so at the last layer L_f - L and lse_f - lse are exactly
     zero and so is the KL, on every CPU and BLAS: no cancellation of two rounded sums.
-    Top-k of L is top-k of p.
+    When the unembedding is linear in float32 (``_linear_unembedding``), Σ p_f L = norm(h)·(Wᵀp_f) + p_f·b
+    costs a d_model dot product per row, not a pass over the vocabulary, and is computed the same way
+    for the final layer, so equal residuals still give exactly zero. Top-k of L is top-k of p.
+    Per chunk the logits get one top-k, one exp (into a reused buffer), one sum and one dot product.
     """
     n_layers, b, slots, _ = residual.shape
     per_layer = max(1, _LOGIT_BUDGET // max(1, b * slots * handle.vocab_size))
@@ -368,28 +385,45 @@ def _decode_all(handle, residual, top_k, targets, token_sets, energy) -> dict:
         set_index = [[torch.tensor(sorted(map(int, s)), dtype=torch.long) for s in sets] for sets in token_sets]
     out: dict[str, list] = {k: [] for k in ("top_ids", "top_probs", "entropy_bits", "kl_to_final_bits",
                                             "target_probs", "target_ranks", "set_probs")}
+    linear = _linear_unembedding(handle)
     # The last layer first, as a chunk of its own: its logits and lse are the reference of every KL.
     starts = [n_layers - 1] + list(range(0, n_layers - 1, per_layer))
-    final = None  # (logits [b, slot, V], p_f, Σ p_f, lse_f) of the last layer
+    final = None  # what every other layer's KL needs of the last layer
     chunks: list[dict] = []
+    buffer = None  # exp(L - max), reused by every chunk: no fresh vocabulary-sized allocation (page faults) each time
     for start in starts:
         stop = n_layers if start == n_layers - 1 else min(start + per_layer, n_layers - 1)
         logits = handle.decode(residual[start:stop])  # [l, b, slot, V]
         top = logits.topk(top_k, dim=-1)
         peak = top.values[..., :1]  # the max logit, from top-k: no separate pass for the shift
-        e = (logits - peak).exp_()  # the one vocabulary-sized temporary
+        if buffer is None or buffer.numel() < logits.numel():
+            buffer = torch.empty(per_layer * logits[0].numel() if final is not None else logits.numel(),
+                                 device=logits.device)
+        e = torch.sub(logits, peak, out=buffer[: logits.numel()].view(logits.shape)).exp_()
         total = e.sum(-1)
         lse = peak.squeeze(-1) + total.log()  # [l, b, slot]
         expected_logit = _rowdot(e, logits) / total  # Σ p L
+        if linear is not None:
+            norm, weight, bias = linear
+            hn = norm(residual[start:stop].to(weight.device)).float()  # [l, b, slot, d]
         if final is None:
             p_f = e[0] / total[0, ..., None]
-            final = (logits[0], p_f, p_f.sum(-1), lse[0])
+            if linear is not None:
+                w_bar = (p_f.reshape(-1, p_f.shape[-1]) @ weight).reshape(*p_f.shape[:-1], -1)  # Wᵀp_f [b, slot, d]
+                b_bar = (p_f @ bias.float()) if bias is not None else 0.0
+                final = {"w_bar": w_bar, "b_bar": b_bar, "expected": (hn[0] * w_bar).sum(-1) + b_bar}
+            else:
+                final = {"logits": logits[0], "p_f": p_f}
+            final |= {"p_total": p_f.sum(-1), "lse": lse[0]}
             kl = torch.zeros_like(lse)
+        elif linear is not None:
+            under_final = (hn * final["w_bar"]).sum(-1) + final["b_bar"]  # Σ p_f L, [l, b, slot]
+            kl = (final["expected"] - under_final) - (final["lse"] - lse) * final["p_total"]
         else:
-            f_logits, p_f, p_f_total, lse_f = final
-            diff = torch.empty_like(f_logits)
+            diff = torch.empty_like(final["logits"])
             kl = torch.stack([
-                _rowdot(p_f, torch.sub(f_logits, layer_logits, out=diff)) - (lse_f - layer_lse) * p_f_total
+                _rowdot(final["p_f"], torch.sub(final["logits"], layer_logits, out=diff))
+                - (final["lse"] - layer_lse) * final["p_total"]
                 for layer_logits, layer_lse in zip(logits, lse)
             ])
         chunk = {"entropy_bits": ((lse - expected_logit) / LN2).clamp_min(0),

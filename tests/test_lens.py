@@ -130,3 +130,17 @@ def test_real_tokenizer_facts(gemma):
     # REFERENCES.md expects Gemma 3 to byte-encode Tamil digits; this GGUF's vocabulary has ௫ as one token.
     assert tok.convert_ids_to_tokens(tok("௫", add_special_tokens=False)["input_ids"]) == ["௫"]
     assert tok.convert_ids_to_tokens(tok("மலர்", add_special_tokens=False)["input_ids"]) == ["ம", "லர்"]
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2", "gpt2"])  # gemma2 soft-caps its logits: the general path
+def test_entropy_and_kl_of_every_layer_equal_the_full_distributions(family):
+    handle = tiny.handle(family)
+    result = run_lens(handle, PROMPTS, positions="all", top_k=3)
+    batch = handle.encode(PROMPTS)
+    logp = torch.log_softmax(handle.decode(handle.residuals(batch)).double(), -1)  # [layer, prompt, pos, V]
+    for p, length in enumerate(batch.lengths):
+        lp = logp[:, p, batch.input_ids.shape[1] - length:]
+        kl = (lp[-1:].exp() * (lp[-1:] - lp)).sum(-1) / math.log(2)
+        entropy = -(lp.exp() * lp).sum(-1) / math.log(2)
+        np.testing.assert_allclose(result.kl_to_final_bits[:, p, :length], kl.numpy(), atol=1e-4)
+        np.testing.assert_allclose(result.entropy_bits[:, p, :length], entropy.numpy(), atol=1e-4)

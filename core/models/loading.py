@@ -208,7 +208,28 @@ def _load_hf(location, options: LoadOptions, device: str, dtype: torch.dtype):
         model.to(device)
     if quant is not None:
         _keep_differentiable(model)
+        _copy_out_of_checkpoint(model)
     return model, tokenizer
+
+
+def _copy_out_of_checkpoint(model) -> None:
+    """Copy every unquantized CPU tensor (norms, embeddings) into memory of its own.
+
+    transformers keeps a tensor whose dtype already matches as a view of the memory-mapped safetensors file.
+    After a quantized load those are a few norm vectors per shard, and each keeps its whole shard mapped and
+    resident: 10.7 GB of a Llama-2-7B-shaped checkpoint in 4-bit, for 0.5 GB of tensors. Tied tensors stay tied.
+    """
+    copies: dict[int, torch.Tensor] = {}
+    with torch.no_grad():
+        for module in model.modules():
+            for store in (module._parameters, module._buffers):
+                for name, tensor in store.items():
+                    if tensor is None or tensor.device.type != "cpu" or not tensor.is_floating_point():
+                        continue
+                    key = tensor.data_ptr()
+                    if key not in copies:
+                        copies[key] = tensor.data.clone()
+                    tensor.data = copies[key]
 
 
 def _keep_differentiable(model) -> None:
