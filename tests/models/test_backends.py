@@ -21,11 +21,14 @@ PROMPTS = ["one two three four", "Monday Tuesday", "The capital of France is"]
 
 
 def local_lens(handle, prompts, k=5):
-    """The local engine's lens at each prompt's last position: (top ids, top probs) [layer, batch, k]."""
+    """The local engine's lens at each prompt's last position: (top ids, top probs) [layer, batch, k].
+
+    Top-k of the logits, as ``core.lens``: probabilities that underflow to 0 (layer 0 of Gemma) tie, logits do not."""
     batch = handle.encode(prompts)
-    probs = handle.decode(handle.residuals(batch)[:, :, -1]).softmax(-1)
-    top = probs.topk(k, dim=-1)
-    return top.indices, top.values, probs
+    logits = handle.decode(handle.residuals(batch)[:, :, -1])
+    probs = logits.softmax(-1)
+    top = logits.topk(k, dim=-1).indices
+    return top, probs.gather(-1, top), probs
 
 
 def assert_same_lens(handle):
@@ -34,10 +37,10 @@ def assert_same_lens(handle):
     assert torch.allclose(traced.residuals(batch), handle.residuals(batch), atol=1e-5)
     ids, probs, full = local_lens(handle, PROMPTS)
     reduced = lens_reductions(traced, PROMPTS, 5, token_sets=[[5, 6, 7]])
-    assert torch.equal(reduced.top_ids, ids)
-    assert torch.allclose(reduced.top_probs, probs, atol=1e-4)
+    assert torch.equal(reduced.top_ids[:, :, 0], ids)
+    assert torch.allclose(reduced.top_probs[:, :, 0], probs, atol=1e-4)
     assert torch.allclose(reduced.token_set_probs[..., 0], full[..., [5, 6, 7]].sum(-1), atol=1e-4)
-    assert torch.allclose(reduced.kl_to_final_bits[-1], torch.zeros(len(PROMPTS)), atol=1e-5)
+    assert torch.allclose(reduced.kl_to_final_bits[-1], torch.zeros(len(PROMPTS), 1), atol=1e-5)
     settings = lens.Settings(prompt=PROMPTS[2], top_k=5, all_positions=False)
     here, there = lens.run(handle, settings).to_json(), lens.run(traced, settings).to_json()
     assert flat(here).keys() == flat(there).keys()
@@ -71,7 +74,7 @@ def test_one_request_saves_under_a_megabyte_for_a_32_layer_lens_of_16_prompts():
     config.num_hidden_layers = 32
     handle = through_nnsight(wrap_model(AutoModelForCausalLM.from_config(config), tok, "tiny-llama-32"))
     reduced = lens_reductions(handle, ["one two three four five six seven"] * 16, 5, token_sets=[[5, 6], [7]])
-    assert reduced.top_ids.shape == (33, 16, 5) and reduced.token_set_probs.shape == (33, 16, 2)
+    assert reduced.top_ids.shape == (33, 16, 1, 5) and reduced.token_set_probs.shape == (33, 16, 2)
     assert reduced.saved_bytes <= 2**20
     assert reduced.saved_bytes < 33 * 16 * len(tok) * 4 / 10  # far less than the layer x vocab probabilities
 

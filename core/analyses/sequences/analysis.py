@@ -102,18 +102,21 @@ class Result:
 
 def run(handle: ModelHandle, settings: Settings, progress: Progress | None = None, *,
         budget_s: float = EXACT_BUDGET_S) -> Result:
-    """Build the prompts and run ``settings.method`` (see ``Settings``); ``budget_s`` is "auto"'s budget."""
+    """Build the prompts and run ``settings.method`` (see ``Settings``); ``budget_s`` is "auto"'s budget.
+
+    Through nnsight (``--backend nnsight``) exact ablation runs inside nnsight traces; on NDIF (a reductions-only
+    handle) "ablation" and "auto" ablate every component exactly there, and attribution (gradients) is refused."""
     settings.validate()
     method, top_k = settings.method, settings.top_k
+    if reductions_only(handle) and method in ("attribution", "both"):
+        raise UserError("attribution patching needs gradients, which NDIF does not bring back: use --method ablation "
+                        "(or auto) on NDIF, or --backend local or nnsight")
     report = part(progress, 0, 1)
     report(0.0, "building prompts")
     prompts = build_prompts(handle, settings)
     report(0.1, f"{len(prompts.pairs)} prompt pairs; clean and corrupted runs")
     every = iv.heads(handle) + iv.mlps(handle)
     if reductions_only(handle):  # NDIF: no gradients come back, so every component is ablated exactly there
-        if method in ("attribution", "both"):
-            raise UserError("attribution patching needs gradients, which NDIF does not bring back: use --method "
-                            "ablation on NDIF, or --backend local or nnsight")
         report(0.2, f"exact ablation of {len(every)} components in nnsight traces on NDIF")
         exact = traced_sweep(handle, prompts, every, settings.ablation, settings.seed, progress=part(progress, 0.2, 1.0))
         report(1.0, "done")
