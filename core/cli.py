@@ -69,13 +69,30 @@ def progress_of(args: argparse.Namespace) -> Progress:
 # -- the program ------------------------------------------------------------------------------------------
 
 
-def _command_modules():
-    """Every analysis package's command module, in name order (a package without one has no subcommand)."""
+def _command_index() -> dict[str, dict]:
+    """Every analysis package's command, read from its ``command.py`` without importing it (importing all of
+    them costs seconds at start-up: each pulls in its analysis): {package: {"NAME", "HELP", "ALIASES"}}."""
+    import ast
+
     import core.analyses as analyses
 
+    index = {}
     for info in sorted(pkgutil.iter_modules(analyses.__path__), key=lambda i: i.name):
-        if info.ispkg and importlib.util.find_spec(f"core.analyses.{info.name}.command") is not None:
-            yield importlib.import_module(f"core.analyses.{info.name}.command")
+        path = os.path.join(analyses.__path__[0], info.name, "command.py")
+        if not info.ispkg or not os.path.isfile(path):
+            continue
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), path)
+        values = {target.id: node.value for node in tree.body if isinstance(node, ast.Assign)
+                  for target in node.targets if isinstance(target, ast.Name)}
+        index[info.name] = {key: ast.literal_eval(values[key]) if key in values else () for key in ("NAME", "HELP", "ALIASES")}
+    return index
+
+
+def _command_modules():
+    """Every analysis package's command module, in name order (a package without one has no subcommand)."""
+    for package in _command_index():
+        yield importlib.import_module(f"core.analyses.{package}.command")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -84,12 +101,19 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The CLI's parser. Given the command line, only the command it names is imported (the others are listed
+    with their help, read from their source); without one, every command is."""
     parser = _Parser(prog="python -m core", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for module in _command_modules():
-        p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP,
-                           aliases=list(getattr(module, "ALIASES", ())))
+    index = _command_index()
+    words = [a for a in (argv or []) if not a.startswith("-")][:1]
+    named = {package for package, info in index.items() if words and words[0] in (info["NAME"], *info["ALIASES"])}
+    for package, info in index.items():
+        p = sub.add_parser(info["NAME"], help=info["HELP"], description=info["HELP"], aliases=list(info["ALIASES"]))
+        if argv is not None and package not in named:
+            continue  # listed for --help; its arguments are added only when it is the one asked for
+        module = importlib.import_module(f"core.analyses.{package}.command")
         p.add_argument("--json", action="store_true", help="print the result as one JSON object")
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
@@ -98,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         result = args._run(args)
     except UserError as err:

@@ -192,7 +192,9 @@ def _load_hf(location, options: LoadOptions, device: str, dtype: torch.dtype):
                 f"decoder layers, final norm, unembedding and attention output projection (supported: "
                 f"{', '.join(SUPPORTED_MODEL_TYPES)}; add one in core/models/adapters.py)"
             )
-        tokenizer = _from_pretrained(AutoTokenizer, name, is_hub_id, trust_remote_code=options.trust_remote_code)
+        tokenizer = _converted_tokenizer(Path(name)) if not is_hub_id else None
+        if tokenizer is None:
+            tokenizer = _from_pretrained(AutoTokenizer, name, is_hub_id, trust_remote_code=options.trust_remote_code)
         model = _from_pretrained(AutoModelForCausalLM, name, is_hub_id, config=config, **kwargs)
     except UserError:
         raise
@@ -230,6 +232,36 @@ def _copy_out_of_checkpoint(model) -> None:
                     if key not in copies:
                         copies[key] = tensor.data.clone()
                     tensor.data = copies[key]
+
+
+_TOKENIZER_SETTINGS = ("bos_token", "eos_token", "unk_token", "pad_token", "mask_token", "add_bos_token",
+                       "add_eos_token", "model_max_length", "padding_side")
+
+
+def _converted_tokenizer(folder: Path):
+    """The tokenizer of a folder layerscope converted from GGUF, built straight from its ``tokenizer.json``.
+
+    ``AutoTokenizer`` parses the 33 MB file in Python and then rebuilds the tokenizer from its vocabulary and
+    merges (GemmaTokenizer), about 4 s of a 10 s CLI run on 2 cores; the Rust parser alone gives the same
+    tokens (tests/models/test_gguf_direct.py compares the two). Other folders keep ``AutoTokenizer``.
+    """
+    import json
+
+    from transformers import PreTrainedTokenizerFast
+
+    if not (folder / gguf_cache.MARKER).is_file() or not (folder / "tokenizer.json").is_file():
+        return None
+    try:
+        config = json.loads((folder / "tokenizer_config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    settings = {key: config[key] for key in _TOKENIZER_SETTINGS if key in config}
+    if "padding_side" not in settings:  # the class's own default (Gemma's is left)
+        import transformers
+
+        named = getattr(transformers, str(config.get("tokenizer_class")), None)
+        settings["padding_side"] = getattr(named, "padding_side", "right")
+    return PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), **settings)
 
 
 def _keep_differentiable(model) -> None:
