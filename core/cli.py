@@ -41,8 +41,12 @@ def load_from_args(args: argparse.Namespace) -> ModelHandle:
     )
     backend = getattr(args, "backend", "local")
     if backend == "ndif":  # before loading anything: offline or without a key this fails in seconds
-        from core.models.backends import check_ndif, ndif_handle
+        from core.models.backends import NDIF_ANALYSES, check_ndif, ndif_handle
 
+        analysis = getattr(getattr(args, "_run", None), "__module__", "").split(".")[2:3]
+        if analysis and analysis[0] not in NDIF_ANALYSES:
+            raise UserError(f"{analysis[0]} does not run on NDIF, which brings back reduced statistics only (it runs "
+                            f"{', '.join(NDIF_ANALYSES)}): use --backend local or nnsight")
         if options != LoadOptions(trust_remote_code=args.trust_remote_code):
             raise UserError("NDIF runs its models at its own precision and devices: drop --dtype, --quantization and "
                             "--device with --backend ndif")

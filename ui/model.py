@@ -200,6 +200,11 @@ def run_safely(fn, *args, **kwargs):
         if type(err).__name__ == "OutOfMemoryError" or "out of memory" in str(err).lower():  # torch's, any device
             st.error("The device ran out of memory during this analysis: try fewer prompts or a smaller batch. "
                      "The app keeps serving.")
+        elif on_ndif():  # the model's weights are not here: an analysis reaching for them fails oddly
+            log.exception("analysis failed on NDIF")
+            st.error("This needs residual streams, weights or gradients, which NDIF does not bring back (it runs the "
+                     "logit lens at chosen positions, translation and the sequence head sweep): choose Run on: this "
+                     "machine.")
         else:
             log.exception("analysis failed")
             st.error(f"Unexpected error ({type(err).__name__}: {err}). This is a bug; please report it.")

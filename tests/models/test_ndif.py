@@ -122,12 +122,12 @@ def test_the_sweep_inside_nnsight_traces_equals_the_local_exact_sweep(family, st
 
 
 def test_the_sequences_analysis_on_ndif_equals_the_local_one_on_the_default_model(gemma):
-    settings = sq.Settings(n=4, method="ablation")
+    settings = sq.Settings(n=2, method="ablation")
     here = sq.run(gemma, settings)
     there = sq.run(remote(gemma), settings)
     nnsight_here = sq.run(through_nnsight(gemma), settings)  # --backend nnsight: the same traces, full handle
     for run in (there, nnsight_here):
-        assert run.sweeps.exact.n_prompts == here.sweeps.exact.n_prompts == 4
+        assert run.sweeps.exact.n_prompts == here.sweeps.exact.n_prompts == 2
         assert flat(run.to_json()).keys() == flat(here.to_json()).keys()
         assert run.sweeps.exact.full_logit_diff == pytest.approx(here.sweeps.exact.full_logit_diff, abs=1e-4)
         for part in ("heads", "mlps"):
@@ -165,14 +165,21 @@ def test_arithmetic_on_ndif_says_in_one_line_that_greedy_answers_need_another_ba
 # -- the CLI and the sidebar ---------------------------------------------------------------------------------
 
 
-def test_ndif_with_local_precision_flags_fails_in_one_line_before_asking_ndif():
+@pytest.mark.parametrize("argv,says", [
+    (["sequences", "--dtype", "float16"], "--dtype"),
+    (["quanta"], "quanta does not run on NDIF, which brings back reduced statistics only (it runs lens, translation, "
+                 "sequences): use --backend local or nnsight"),
+])
+def test_what_the_ndif_cli_cannot_do_fails_in_one_line_before_asking_ndif(argv, says):
+    import os
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "core", "sequences", "--backend", "ndif", "--dtype", "float16",
-                           "--model", "meta-llama/Llama-2-7b-hf", "--json"], capture_output=True, text=True, timeout=60)
+    env = {k: v for k, v in os.environ.items() if k != "NDIF_API_KEY"}  # no key: it never got as far as asking
+    done = subprocess.run([sys.executable, "-m", "core", *argv, "--backend", "ndif", "--model", "meta-llama/Llama-2-7b-hf",
+                           "--json"], capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 2 and done.stdout == "" and done.stderr.strip().count("\n") == 0
-    assert "--dtype" in done.stderr
+    assert says in done.stderr
 
 
 def _ndif_app():

@@ -6,9 +6,9 @@
 """
 
 from core.models.backends.nnsight_backend import (
-    BACKENDS, NNsightHandle, check_ndif, ndif_handle, reductions_only, through_nnsight,
+    BACKENDS, NDIF_ANALYSES, NNsightHandle, check_ndif, ndif_handle, reductions_only, through_nnsight,
 )
 from core.models.backends.reductions import LensReductions, lens_reductions, reduced_lens, run_lens_on
 
-__all__ = ["BACKENDS", "LensReductions", "NNsightHandle", "check_ndif", "lens_reductions", "ndif_handle",
+__all__ = ["BACKENDS", "NDIF_ANALYSES", "LensReductions", "NNsightHandle", "check_ndif", "lens_reductions", "ndif_handle",
            "reduced_lens", "reductions_only", "run_lens_on", "through_nnsight"]

@@ -24,6 +24,7 @@ from core.errors import UserError
 from core.models.handle import Batch, ModelHandle
 
 BACKENDS = ("local", "nnsight", "ndif")
+NDIF_ANALYSES = ("lens", "translation", "sequences")  # what runs from reductions only (arithmetic: not its greedy answers)
 NDIF_TIMEOUT_S = 5.0
 REMOTE_ONLY = ("NDIF brings back reduced statistics only (the lens at chosen positions, the head sweep's logit "
                "differences), not residual streams or gradients: run this with --backend local or nnsight")

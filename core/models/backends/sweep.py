@@ -66,6 +66,9 @@ def ablation_sweep(handle: NNsightHandle, clean: Batch, corrupt: Batch, answers:
     projs = handle.envoys([handle.adapter.attn_out_proj(layer) for layer in handle.adapter.layers(handle.model)])
     mlp_envoys = handle.envoys([handle.adapter.mlp(layer) for layer in handle.adapter.layers(handle.model)])
     cap = handle.adapter.softcap(handle.model)
+    unembed_module = handle.adapter.unembed(handle.model)
+    rows_only = getattr(unembed_module, "bias", None) is None and getattr(unembed_module, "weight", None) is not None \
+        and unembed_module.weight.dtype.is_floating_point
     n_heads, head_dim = handle.n_heads, handle.head_dim
     per_trace = max(1, max_tokens // (n * positions) - 1)
     chunks = [list(variants[i : i + per_trace]) for i in range(0, len(variants), per_trace)] or [[]]
@@ -110,10 +113,15 @@ def ablation_sweep(handle: NNsightHandle, clean: Batch, corrupt: Batch, answers:
                                 envoy.output = (new, *raw[1:]) if isinstance(raw, tuple) else new
                     out = layers[-1].output
                     final = (out[0] if isinstance(out, tuple) else out)[n_corrupt:, -1]
-                    logits = unembed(norm(final)).float()  # [copy * prompt, vocab]: never saved
+                    x = norm(final)
+                    if rows_only:  # only the answers' rows of the unembedding, as core.analyses.sequences.token_logits
+                        weight = unembed.weight
+                        ids = answer_ids.to(weight.device).repeat(copies, 1)
+                        picked = torch.einsum("nd,nkd->nk", x.to(weight.dtype), weight[ids]).float()
+                    else:
+                        picked = unembed(x).float().gather(1, answer_ids.to(x.device).repeat(copies, 1))
                     if cap:
-                        logits = torch.tanh(logits / cap) * cap
-                    picked = logits.gather(1, answer_ids.to(logits.device).repeat(copies, 1))
+                        picked = torch.tanh(picked / cap) * cap
                     means.append((picked[:, 0] - picked[:, 1]).reshape(copies, n).mean(1).save())
                 if report:
                     report(len(means) / len(masks), f"{sum(m.shape[1] - 1 for m, _ in masks[: len(means)])} ablations")
