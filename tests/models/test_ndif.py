@@ -6,7 +6,6 @@ import core  # noqa: F401  (before torch: OMP settings)
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("nnsight")
 
