@@ -2,7 +2,7 @@
 
     python bench/translation.py [--model gemma-3-270m] [--words 100] [--batch-size 16] [--repeats 1]
 
-Target (issue 3): 100 words in <= 30 s on the default model on a 2-core CPU. Prints the
+Target (issue 17; issue 3 asked for 30 s): 100 words in <= 20 s on the default model on a 2-core CPU. Prints the
 measured wall seconds, the CPU seconds this process used, the load average (other processes on
 the machine slow every figure down) and the curve summary of the run, so the figure and what it
 measured are read together. On a shared machine, run with --threads 1: the CPU seconds of a
@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from core.analyses.translation import Settings, run  # noqa: E402
 from core.models import load_model  # noqa: E402
 
-TARGET_S = 30.0
+TARGET_S = 20.0  # issue 17 (issue 3 asked for 30 s)
 
 
 def main() -> None:
