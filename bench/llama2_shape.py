@@ -186,11 +186,11 @@ def analyses():
         ("sequences", lambda: sequences.Settings(n=4, method="auto", top_k=4),
          "4 prompts, auto: attribution + 8 heads checked"),
         ("lookup", lambda: lookup.Settings(n=2, pairs=(1, 2), top_heads=2), "2 prompts × K 1,2, 2 heads confirmed"),
-        ("information", lambda: information.Settings(tokens=32, concepts=10, languages=("en", "fr", "hi")),
-         "32 tokens, 10 concepts × 3 languages"),
+        ("information", lambda: information.Settings(tokens=48, concepts=10, languages=("en", "fr", "hi")),
+         "48 tokens, 10 concepts × 3 languages"),
         ("quanta", lambda: quanta.Settings(tokens=8, max_length=32, n_clusters=4,
                                                     loss_threshold=100.0, induction="none"), "8 tokens, sketched gradients"),
-        ("tuned_lens", lambda: tuned_lens.Settings(train_tokens=128, steps=2), "train: 128 tokens, 2 steps"),
+        ("tuned_lens", lambda: tuned_lens.Settings(train_tokens=256, steps=2), "train: 256 tokens, 2 steps"),
         ("lens (tuned)", None, "the lens just trained, 1 prompt"),
     ]
 
