@@ -113,14 +113,15 @@ def main() -> None:
     try:
         import nnsight  # noqa: F401
 
-        runs[f"nnsight {nnsight.__version__}, top-k only"] = lambda: nnsight_lens(handle, batch, k)
+        own = load_model(args.model)  # each peer wraps its own copy: wrapping may change the modules it is given
+        runs[f"nnsight {nnsight.__version__}, top-k only"] = lambda: nnsight_lens(own, batch, k)
     except ImportError:
         skipped["nnsight"] = "not installed"
     try:
         import transformer_lens
 
         version = getattr(transformer_lens, "__version__", None) or __import__("importlib.metadata").metadata.version("transformer-lens")
-        bridge = transformer_lens_bridge(handle)
+        bridge = transformer_lens_bridge(load_model(args.model))
         runs[f"TransformerLens {version} bridge, top-k only"] = lambda: bridge(batch, k)
     except ImportError:
         skipped["transformer-lens"] = "not installed"
