@@ -32,7 +32,18 @@ PROMPTS = [
 
 
 def in_threads(jobs) -> list:
-    """Run callables at once, one thread each; re-raise the first failure; return their results."""
+    """Run callables at once, one thread each; re-raise the first failure; return their results.
+
+    AppTest runs each script under its own patch of Streamlit's config (``global.appTest``); concurrent runs
+    undo each other's patches, and a run then stops recording its widgets' format functions (a KeyError
+    reading a selectbox). One patch around all the threads keeps the option set for every run."""
+    from streamlit.testing.v1.util import patch_config_options
+
+    with patch_config_options({"global.appTest": True}):
+        return _in_threads(jobs)
+
+
+def _in_threads(jobs) -> list:
     results, errors = [None] * len(jobs), []
     start = threading.Barrier(len(jobs))
 
@@ -213,7 +224,7 @@ def test_out_of_memory_during_an_analysis_is_a_message_and_the_app_keeps_serving
     at = AppTest.from_file(APP, default_timeout=600)
     at.run()
     with monkeypatch.context() as patch:
-        patch.setattr(core.analyses.lens.analysis, "run_lens", exhausted)  # what the page's one core call runs
+        patch.setattr(core.analyses.lens.analysis, "run_lens_on", exhausted)  # what the page's one core call runs
         run_prompt(at, "A prompt that needs more memory than the device has")
     assert not at.exception
     assert "ran out of memory" in at.error[0].value and "keeps serving" in at.error[0].value
