@@ -33,9 +33,9 @@ WORDS = ("the quick brown fox jumps over a lazy dog while seven wizards quietly 
          "Paris London Berlin Madrid Rome and Tokyo every Monday morning before breakfast").split()
 
 
-def prompts(n: int) -> list[str]:
-    # ~30 tokens each, all different.
-    return [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(26)) for i in range(n)]
+def prompts(n: int, words: int = 26) -> list[str]:
+    """n different prompts of ``words`` words (26: ~30 tokens on Gemma 3)."""
+    return [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(words)) for i in range(n)]
 
 
 def best_of(repeats: int, fn) -> float:

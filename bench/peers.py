@@ -34,12 +34,11 @@ import torch  # noqa: E402
 from core.lens import run_lens  # noqa: E402
 from core.models import load_model  # noqa: E402
 
-WORDS = ("the quick brown fox jumps over a lazy dog while seven wizards quietly judge boxing matches in "
-         "Paris London Berlin Madrid Rome and Tokyo every Monday morning before breakfast").split()
-
+sys.path.insert(0, str(ROOT / "bench"))
+from lens import prompts as lens_prompts  # noqa: E402  (bench/lens.py)
 
 def prompts(n: int) -> list[str]:
-    return [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(20)) for i in range(n)]
+    return lens_prompts(n, words=20)  # about 22 tokens each, as in issue 17
 
 
 def inputs(handle, batch) -> dict:

@@ -212,6 +212,25 @@ def energy_of(handle: ModelHandle, residual: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(torch.einsum("...i,ij,...j->...", h, gram, h).clamp_min(0)) / denominator
 
 
+def checked_request(handle: ModelHandle, prompts, top_k: int, targets, token_sets, batch_size: int = 1) -> list[str]:
+    """The prompts as a list, after the checks every lens engine makes (one ``UserError`` naming what to fix)."""
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompts:
+        raise UserError("no prompt given: type at least one prompt")
+    if not 1 <= top_k <= min(1000, handle.vocab_size):
+        raise UserError(f"top-k must be between 1 and {min(1000, handle.vocab_size)}, got {top_k}")
+    if batch_size < 1:
+        raise UserError("batch size must be at least 1")
+    for name, per_prompt in (("targets", targets), ("token_sets", token_sets)):
+        if per_prompt is not None and (len(per_prompt) != len(prompts) or len({len(x) for x in per_prompt}) > 1):
+            raise UserError(f"{name} must give the same number of entries for each of the {len(prompts)} prompts")
+    for per_prompt in targets or []:
+        for t in per_prompt:
+            if not 0 <= int(t) < handle.vocab_size:
+                raise UserError(f"target token id {t} is outside the vocabulary (0..{handle.vocab_size - 1})")
+    return prompts
+
+
 def run_lens(
     handle: ModelHandle,
     prompts: str | Sequence[str],
@@ -237,25 +256,7 @@ def run_lens(
     lens = lens or LogitLens()
     if sublayer and not lens.reads_sublayers:
         raise UserError(f"the {lens.name} lens reads whole layers only: use the logit lens for sub-layer rows")
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    prompts = list(prompts)
-    if not prompts:
-        raise UserError("no prompt given: type at least one prompt")
-    if not 1 <= top_k <= min(1000, handle.vocab_size):
-        raise UserError(f"top-k must be between 1 and {min(1000, handle.vocab_size)}, got {top_k}")
-    if batch_size < 1:
-        raise UserError("batch size must be at least 1")
-    for name, per_prompt in (("targets", targets), ("token_sets", token_sets)):
-        if per_prompt is not None and (
-            len(per_prompt) != len(prompts) or len({len(x) for x in per_prompt}) > 1
-        ):
-            raise UserError(f"{name} must give the same number of entries for each of the {len(prompts)} prompts")
-    vocab = handle.vocab_size
-    for per_prompt in targets or []:
-        for t in per_prompt:
-            if not 0 <= int(t) < vocab:
-                raise UserError(f"target token id {t} is outside the vocabulary (0..{vocab - 1})")
+    prompts = checked_request(handle, prompts, top_k, targets, token_sets, batch_size)
 
     tokenizer = handle.tokenizer
     chunks = []
@@ -364,35 +365,6 @@ def _linear_unembedding(handle: ModelHandle):
 
 
 _EXP_FLOOR = -60.0  # exp(L - max) below e^-60 is 0 in a float32 sum, and exp's denormal results run ~40x slower
-
-
-class _Buffers:
-    """Flat float32 buffers reused by every chunk of one call: a fresh vocabulary-sized tensor per chunk costs
-    its page faults (about 0.1 s per 256 MB on our CI machine)."""
-
-    def __init__(self, device):
-        self.device, self.flat = device, {}
-
-    def get(self, name: str, shape) -> torch.Tensor:
-        n = math.prod(shape)
-        if name not in self.flat or self.flat[name].numel() < n:
-            self.flat[name] = torch.empty(n, device=self.device)
-        return self.flat[name][:n].view(shape)
-
-
-def _linear_logits(linear, residual: torch.Tensor, buffers: _Buffers) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits [..., V], norm(h) [..., d]) of the float32 linear unembedding. The GEMM writes the vocabulary-major
-    product W·hᵀ (MKL runs that layout ~1.4x faster than h·Wᵀ for a 262k vocabulary), copied into row-major logits."""
-    norm, weight, bias = linear
-    hn = norm(residual.to(weight.device)).float()
-    rows = hn.reshape(-1, hn.shape[-1])
-    vocab_major = buffers.get("vocab_major", (weight.shape[0], rows.shape[0]))
-    torch.mm(weight, rows.T, out=vocab_major)
-    logits = buffers.get("logits", (rows.shape[0], weight.shape[0]))
-    logits.copy_(vocab_major.T)
-    if bias is not None:
-        logits += bias.float()
-    return logits.view(*hn.shape[:-1], -1), hn
 
 
 _SCAN_COLUMNS = 4096  # vocabulary columns per block of the fused scan: the block's logits stay in cache
@@ -529,9 +501,9 @@ def _decode_all(handle, residual, top_k, targets, token_sets, energy) -> dict:
     entropy = lse - Σ p L and KL(final ‖ layer) = Σ p_f (L_f - L) - (lse_f - lse) Σ p_f.
     The final layer's logits and lse are the very tensors the last layer produces, and its own
     KL is 0 by definition, so the last layer is exactly the model on every CPU and BLAS.
-    When the unembedding is linear in float32 (``_linear_unembedding``), Σ p_f L = norm(h)·(Wᵀp_f) + p_f·b
-    costs a d_model dot product per row, not a pass over the vocabulary.
-    Per chunk of layers the logits get one top-k, one exp (into a reused buffer), one sum and one dot
+    A float32 linear unembedding (``_linear_unembedding``) takes the fused pass (``_decode_fused``); otherwise
+    per chunk of layers the logits get one top-k, one exp (into one buffer reused by every chunk: a fresh
+    vocabulary-sized tensor costs its page faults, about 0.1 s per 256 MB here), one sum and one dot
     product; the chunk holding the last layer goes first. Top-k of L is top-k of p.
     """
     n_layers, b, slots, _ = residual.shape
@@ -547,42 +519,30 @@ def _decode_all(handle, residual, top_k, targets, token_sets, energy) -> dict:
             result.setdefault(key, None)
         result["energy"] = energy_of(handle, residual).numpy() if energy else None
         return result
-    buffers = _Buffers(residual.device if linear is None else linear[1].device)
+    exp_buffer = torch.empty(0, device=residual.device)
     ranges = [(start, min(start + per_layer, n_layers)) for start in range(0, n_layers, per_layer)]
     final = None  # what every other layer's KL needs of the last layer
     chunks: dict[int, dict] = {}
     for start, stop in ranges[-1:] + ranges[:-1]:  # the chunk holding the last layer first: it is every KL's reference
-        if linear is not None:
-            logits, hn = _linear_logits(linear, residual[start:stop], buffers)
-        else:
-            logits = handle.decode(residual[start:stop])  # [l, b, slot, V]
+        logits = handle.decode(residual[start:stop])  # [l, b, slot, V]
         top = logits.topk(top_k, dim=-1)
         peak = top.values[..., :1]  # the max logit, from top-k: no separate pass for the shift
-        e = buffers.get("exp" if linear is None else "vocab_major", logits.shape)  # the GEMM's buffer is free again
+        if exp_buffer.numel() < logits.numel():
+            exp_buffer = torch.empty(logits.numel(), device=logits.device)
+        e = exp_buffer[: logits.numel()].view(logits.shape)
         torch.sub(logits, peak, out=e).clamp_min_(_EXP_FLOOR).exp_()
         total = e.sum(-1)
         lse = peak.squeeze(-1) + total.log()  # [l, b, slot]
         expected_logit = _rowdot(e, logits) / total  # Σ p L
         if final is None:
             p_f = e[-1] / total[-1, ..., None]
-            final = {"p_total": p_f.sum(-1), "lse": lse[-1].clone()}
-            if linear is not None:
-                weight, bias = linear[1], linear[2]
-                w_bar = (p_f.reshape(-1, p_f.shape[-1]) @ weight.float()).reshape(*p_f.shape[:-1], -1)  # Wᵀp_f
-                b_bar = (p_f @ bias.float()) if bias is not None else 0.0
-                final |= {"w_bar": w_bar, "b_bar": b_bar, "expected": (hn[-1] * w_bar).sum(-1) + b_bar}
-            else:
-                final |= {"logits": logits[-1].clone(), "p_f": p_f.clone()}
-        if linear is not None:
-            under_final = (hn * final["w_bar"]).sum(-1) + final["b_bar"]  # Σ p_f L, [l, b, slot]
-            kl = (final["expected"] - under_final) - (final["lse"] - lse) * final["p_total"]
-        else:
-            diff = torch.empty_like(final["logits"])
-            kl = torch.stack([
-                _rowdot(final["p_f"], torch.sub(final["logits"], layer_logits, out=diff))
-                - (final["lse"] - layer_lse) * final["p_total"]
-                for layer_logits, layer_lse in zip(logits, lse)
-            ])
+            final = {"p_total": p_f.sum(-1), "lse": lse[-1].clone(), "logits": logits[-1].clone(), "p_f": p_f.clone()}
+        diff = torch.empty_like(final["logits"])
+        kl = torch.stack([
+            _rowdot(final["p_f"], torch.sub(final["logits"], layer_logits, out=diff))
+            - (final["lse"] - layer_lse) * final["p_total"]
+            for layer_logits, layer_lse in zip(logits, lse)
+        ])
         if stop == n_layers:
             kl[-1] = 0.0  # KL(final ‖ final), exactly
         chunk = {"entropy_bits": ((lse - expected_logit) / LN2).clamp_min(0),
@@ -606,7 +566,7 @@ def _decode_all(handle, residual, top_k, targets, token_sets, energy) -> dict:
                 ],
                 dim=1,
             )
-        chunks[start] = {k: v.clone() if v.data_ptr() == logits.data_ptr() else v for k, v in chunk.items()}
+        chunks[start] = chunk
         del logits, e
     result = {}
     for key in ("top_ids", "top_probs", "entropy_bits", "kl_to_final_bits", "target_probs", "target_ranks", "set_probs"):

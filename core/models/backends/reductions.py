@@ -148,7 +148,7 @@ def reduced_lens(
 ):
     """``core.lens.run_lens`` from reductions only (same arguments, same ``LensResult``): the logit lens at
     chosen positions; every position, sub-layer rows, the energy and the tuned lens are one-line errors."""
-    from core.lens import LensResult
+    from core.lens import LensResult, checked_request
 
     if isinstance(positions, str):
         raise UserError("NDIF brings back the lens at chosen positions only (the last by default), not at every "
@@ -161,18 +161,7 @@ def reduced_lens(
     if lens is not None and lens.name != "logit":
         raise UserError(f"NDIF runs the logit lens only (the {lens.name} lens's translators stay here): use "
                         "--lens logit, or --backend local or nnsight")
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    if not prompts:
-        raise UserError("no prompt given: type at least one prompt")
-    if not 1 <= top_k <= min(1000, handle.vocab_size):
-        raise UserError(f"top-k must be between 1 and {min(1000, handle.vocab_size)}, got {top_k}")
-    for name, per_prompt in (("targets", targets), ("token_sets", token_sets)):
-        if per_prompt is not None and (len(per_prompt) != len(prompts) or len({len(x) for x in per_prompt}) > 1):
-            raise UserError(f"{name} must give the same number of entries for each of the {len(prompts)} prompts")
-    for per_prompt in targets or []:
-        for t in per_prompt:
-            if not 0 <= int(t) < handle.vocab_size:
-                raise UserError(f"target token id {t} is outside the vocabulary (0..{handle.vocab_size - 1})")
+    prompts = checked_request(handle, prompts, top_k, targets, token_sets, batch_size)
     _, layers, norm, unembed = handle._traced()
     parts, token_ids, wanted = [], [], []
     for start in range(0, len(prompts), max(1, batch_size)):
