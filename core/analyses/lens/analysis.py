@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from core.analyses.base import Settings as BaseSettings
 from core.errors import UserError
@@ -14,6 +13,9 @@ from core.tokens import single_token, token_str
 from core.models.backends import run_lens_on
 from core.models.handle import ModelHandle
 from core.progress import Progress
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MAX_TOP_K = 1000
 MAX_TRACKED = 8
@@ -118,6 +120,8 @@ class Result:
                                      self.lens.sites[row][1] if self.lens.sites else "block", position,
                                      float(self.lens.target_probs[row, 0, slot, t]),
                                      int(self.lens.target_ranks[row, 0, slot, t])))
+            import pandas as pd  # here, not at start-up: pandas costs a CLI run ~0.4 s
+
             frames["tracked"] = pd.DataFrame(rows, columns=["token", "id", "row", "layer", "site", "position", "prob", "rank"])
         return frames
 
