@@ -228,6 +228,8 @@ class RemoteTokenizer:
 def _serve(folder: str) -> None:
     requests, replies = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing but replies on the pipe
+    if hasattr(os, "nice"):  # on a busy machine the parent's imports go first: the tokenizer has seconds to spare
+        os.nice(10)
     try:
         tokenizer = converted_tokenizer(Path(folder))
         if tokenizer is None:
