@@ -139,7 +139,8 @@ def _copy_out_of_checkpoint(model) -> None:
 def _converted_tokenizer(folder: Path):
     """A converted GGUF folder's tokenizer: the one the CLI began building in another process if it did
     (``core.models.prefetch``), else built here from ``tokenizer.json``; None for other folders."""
-    return prefetch.take(folder) or prefetch.converted_tokenizer(folder)
+    prefetched = prefetch.take(folder)  # (not `or`: its truth would wait for the child)
+    return prefetched if prefetched is not None else prefetch.converted_tokenizer(folder)
 
 
 def _keep_differentiable(model) -> None:

@@ -39,6 +39,8 @@ _ATTRIBUTES = ("bos_token", "eos_token", "unk_token", "pad_token", "bos_token_id
                "model_max_length", "name_or_path", "vocab_size", "is_fast", "chat_template")
 _MISSING = "<layerscope: no such attribute>"
 
+# The default padding side of the classes core.models.gguf_tokenizer names (tests check them against transformers).
+PADDING_SIDES = {"GemmaTokenizer": "left", "TokenizersBackend": "right"}
 _TOKENIZER_SETTINGS = ("bos_token", "eos_token", "unk_token", "pad_token", "mask_token", "add_bos_token",
                        "add_eos_token", "model_max_length", "padding_side")
 
@@ -63,10 +65,12 @@ def converted_tokenizer(folder: Path):
         return None
     settings = {key: config[key] for key in _TOKENIZER_SETTINGS if key in config}
     if "padding_side" not in settings:  # the class's own default (Gemma's is left)
-        import transformers
+        name = str(config.get("tokenizer_class"))
+        if name not in PADDING_SIDES:  # finding a class by name builds transformers' whole model index (~0.8 s)
+            import transformers
 
-        named = getattr(transformers, str(config.get("tokenizer_class")), None)
-        settings["padding_side"] = getattr(named, "padding_side", "right")
+            PADDING_SIDES[name] = getattr(getattr(transformers, name, None), "padding_side", "right")
+        settings["padding_side"] = PADDING_SIDES[name]
     return PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), **settings)
 
 
@@ -194,6 +198,9 @@ class RemoteTokenizer:
 
     def __len__(self) -> int:
         return self._call("__len__")
+
+    def __bool__(self) -> bool:  # a tokenizer always has a vocabulary; `if tokenizer:` must not wait for the child
+        return True
 
     def __getattr__(self, name: str):  # only for names not found on this object
         if "_folder" not in self.__dict__:  # not initialised (copy, unpickling): no tokenizer behind it

@@ -41,6 +41,7 @@ def remote(converted):
 
 
 def test_the_child_answers_as_the_local_tokenizer(converted, remote):
+    assert remote and remote._attributes is None  # its truth does not wait for the child (as len() would)
     local = prefetch.converted_tokenizer(converted[1])
     for text in TEXTS:
         ids = local(text)["input_ids"]
@@ -142,6 +143,13 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_known_padding_sides_are_the_classes_own():
+    import transformers
+
+    for name, side in prefetch.PADDING_SIDES.items():
+        assert getattr(transformers, name).padding_side == side, name
 
 
 def test_the_cli_process_prints_what_the_in_process_cli_prints(converted, capsys):
