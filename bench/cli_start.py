@@ -7,7 +7,8 @@
     one forward pass of the lens's default prompt;
 (b) `python -m core lens --json --prompt <the same prompt>`: the lens at its last position, every layer;
 (c) the same command through `core.cli.main` from `python -c`, which builds the tokenizer in its own process
-    instead of a second one (core.models.prefetch): what the prefetch saves is c - b.
+    instead of a second one (core.models.prefetch), and leaves the same way: what the prefetch saves is c - b;
+(d) as (c), leaving through the interpreter's teardown (`sys.exit`): what skipping it saves is d - c.
 All run with the same cache already built (the default model's conversion is done beforehand). Prints
 the median wall-clock seconds of each over the repeats (runs alternate), and the ratio b/a (target
 <= 0.7, issue 17), with the machine's load average, since on a shared machine timings are noisy.
@@ -57,22 +58,21 @@ def main() -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     plain_cmd = [sys.executable, "-c", PLAIN, str(folder), Settings().prompt]
     core_cmd = [sys.executable, "-m", "core", "lens", "--json", "--model", args.model, "--prompt", Settings().prompt]
-    in_process_cmd = [sys.executable, "-c", "import sys; from core.cli import main; sys.exit(main(sys.argv[1:]))",
-                      *core_cmd[3:]]
+    call = "import sys; from core.cli import main, exit_without_teardown; "
+    unprefetched_cmd = [sys.executable, "-c", call + "exit_without_teardown(main(sys.argv[1:]))", *core_cmd[3:]]
+    torn_down_cmd = [sys.executable, "-c", call + "sys.exit(main(sys.argv[1:]))", *core_cmd[3:]]
     seconds(core_cmd, env)  # warm the page cache for all (same weights file)
-    plain, ours, unprefetched = [], [], []
+    runs = {"a": [], "b": [], "c": [], "d": []}
     for _ in range(args.repeats):
-        plain.append(seconds(plain_cmd, env))
-        ours.append(seconds(core_cmd, env))
-        unprefetched.append(seconds(in_process_cmd, env))
-    a, b, c = (statistics.median(runs) for runs in (plain, ours, unprefetched))
+        for key, cmd in zip(runs, (plain_cmd, core_cmd, unprefetched_cmd, torn_down_cmd)):
+            runs[key].append(seconds(cmd, env))
+    a, b, c, d = (statistics.median(r) for r in runs.values())
     print(json.dumps({
         "model": args.model, "cpus": os.cpu_count(), "load_average": round(os.getloadavg()[0], 2),
         "a_plain_transformers_process_s": round(a, 2), "b_core_lens_process_s": round(b, 2),
-        "c_core_lens_without_prefetch_s": round(c, 2),
-        "ratio_b_over_a": round(b / a, 3), "ratio_c_over_a": round(c / a, 3),
-        "runs_a": [round(x, 2) for x in plain], "runs_b": [round(x, 2) for x in ours],
-        "runs_c": [round(x, 2) for x in unprefetched],
+        "c_without_prefetch_s": round(c, 2), "d_without_prefetch_with_teardown_s": round(d, 2),
+        "ratio_b_over_a": round(b / a, 3), "ratio_c_over_a": round(c / a, 3), "ratio_d_over_a": round(d / a, 3),
+        **{f"runs_{key}": [round(x, 2) for x in r] for key, r in runs.items()},
     }, indent=1))
 
 

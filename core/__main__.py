@@ -1,5 +1,5 @@
-import sys
+"""`python -m core`: the CLI as a process of its own (see core.cli)."""
 
-from core.cli import main
+from core.cli import exit_without_teardown, main
 
-sys.exit(main(prefetch=True))
+exit_without_teardown(main(prefetch=True))

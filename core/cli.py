@@ -176,3 +176,18 @@ def main(argv: list[str] | None = None, prefetch: bool = False) -> int:
     indent = None if args.json else 2
     print(json.dumps(result, ensure_ascii=False, indent=indent))
     return 0
+
+
+def exit_without_teardown(code: int) -> None:
+    """End the process once the result is printed, without the interpreter's teardown, which unloads thousands
+    of torch and transformers modules and frees the model object by object (1.2-1.5 s of a 7 s run on 2 cores).
+    The exit handlers still run (logging, the tokenizer's child); every command has closed what it wrote."""
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`| head`): nothing more can be said
+            pass
+    os._exit(code)

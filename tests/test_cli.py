@@ -68,6 +68,18 @@ def test_cuda_without_gpu_exit_2():
     assert run.stderr.strip() == "error: device 'cuda' was asked for but no CUDA GPU is visible here: use --device cpu or auto"
 
 
+def test_leaving_without_teardown_keeps_output_handlers_and_code(tmp_path):
+    """`python -m core` ends with os._exit: buffered output (more than a pipe holds) still arrives, the exit
+    handlers still run (in registration's reverse order), and the exit code is the command's."""
+    code = ("import atexit, sys; from core.cli import exit_without_teardown; "
+            "atexit.register(print, 'first registered'); atexit.register(print, 'second registered'); "
+            "sys.stdout.write('x' * 300000 + chr(10)); print('to stderr', file=sys.stderr); exit_without_teardown(3)")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 3
+    assert run.stdout == "x" * 300000 + "\nsecond registered\nfirst registered\n"
+    assert run.stderr == "to stderr\n"
+
+
 class _no_raise:
     def __enter__(self):
         return self

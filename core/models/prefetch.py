@@ -254,8 +254,8 @@ def _serve(folder: str) -> None:
     while True:
         try:
             name, args, kwargs = pickle.load(requests)
-        except EOFError:
-            return
+        except EOFError:  # the parent is done: nothing here needs the interpreter's teardown (0.3 s)
+            os._exit(0)
         try:
             reply = ("ok", getattr(tokenizer, name)(*args, **kwargs))
             data = pickle.dumps(reply)
