@@ -79,6 +79,7 @@ def progress_of(args: argparse.Namespace) -> Progress:
 # -- the program ------------------------------------------------------------------------------------------
 
 
+@functools.cache
 def _command_index() -> dict[str, dict]:
     """Every analysis package's command, read from its ``command.py`` without importing it (importing all of
     them costs seconds at start-up: each pulls in its analysis): {package: {"NAME", "HELP", "ALIASES"}}."""
@@ -113,17 +114,22 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def _named_command(argv: list[str]) -> str | None:
+    """The analysis package whose command (or alias) is the command line's first word, if any."""
+    words = [a for a in argv if not a.startswith("-")][:1]
+    return next((package for package, info in _command_index().items()
+                 if words and words[0] in (info["NAME"], *info["ALIASES"])), None)
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The CLI's parser. Given the command line, only the command it names is imported (the others are listed
     with their help, read from their source); without one, every command is."""
     parser = _Parser(prog="python -m core", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    index = _command_index()
-    words = [a for a in (argv or []) if not a.startswith("-")][:1]
-    named = {package for package, info in index.items() if words and words[0] in (info["NAME"], *info["ALIASES"])}
-    for package, info in index.items():
+    named = _named_command(argv or [])
+    for package, info in _command_index().items():
         p = sub.add_parser(info["NAME"], help=info["HELP"], description=info["HELP"], aliases=list(info["ALIASES"]))
-        if argv is not None and package not in named:
+        if argv is not None and package != named:
             continue  # listed for --help; its arguments are added only when it is the one asked for
         module = importlib.import_module(f"core.analyses.{package}.command")
         p.add_argument("--json", action="store_true", help="print the result as one JSON object")
@@ -137,9 +143,8 @@ def _prefetch_tokenizer(argv: list[str]) -> None:
     imports torch and transformers (``core.models.prefetch``; about 1 s of a default-model run)."""
     if {"-h", "--help"} & set(argv):
         return
-    words = [a for a in argv if not a.startswith("-")][:1]
-    if not words or not any(words[0] in (info["NAME"], *info["ALIASES"]) and info["loads_model"]
-                            for info in _command_index().values()):
+    named = _named_command(argv)
+    if named is None or not _command_index()[named]["loads_model"]:
         return
     options = argparse.ArgumentParser(add_help=False)
     options.add_argument("--model", default=DEFAULT_MODEL)
@@ -180,7 +185,7 @@ def main(argv: list[str] | None = None, prefetch: bool = False) -> int:
 
 def exit_without_teardown(code: int) -> None:
     """End the process once the result is printed, without the interpreter's teardown, which unloads thousands
-    of torch and transformers modules and frees the model object by object (1.2-1.5 s of a 7 s run on 2 cores).
+    of torch and transformers modules and frees the model object by object (1.3 s of a 9.4 s run on 2 cores).
     The exit handlers still run (logging, the tokenizer's child); every command has closed what it wrote."""
     import atexit
 

@@ -96,14 +96,13 @@ def resolve_spec(spec: str, progress=None) -> tuple[str, Path | str]:
     spec = (spec or "").strip()
     if not spec:
         raise UserError("no model given: use gemma-3-270m, smollm2-135m, a model folder, a .gguf file or a hub id")
-    if spec in EMBEDDED:
-        return "hf", gguf_cache.convert(EMBEDDED[spec][1](), progress)
+    gguf = _gguf_of(spec)
+    if gguf is not None:
+        return "hf", gguf_cache.convert(gguf, progress)
     path = Path(spec).expanduser()
     looks_like_path = spec.startswith((".", "/", "~")) or os.sep in spec.rstrip(os.sep) and path.exists()
     if path.is_file():
-        if path.suffix != ".gguf":
-            raise UserError(f"{spec} is a file but not a .gguf model: give a .gguf file or a model folder")
-        return "hf", gguf_cache.convert(path, progress)
+        raise UserError(f"{spec} is a file but not a .gguf model: give a .gguf file or a model folder")
     if path.is_dir():
         if (path / "tinylm.json").is_file():
             return "tinylm", path
@@ -115,19 +114,21 @@ def resolve_spec(spec: str, progress=None) -> tuple[str, Path | str]:
     return "hf", spec  # a hub id
 
 
+def _gguf_of(spec: str) -> Path | None:
+    """The GGUF file an embedded name or a ``.gguf`` path names; None for any other spec."""
+    if spec in EMBEDDED:
+        return EMBEDDED[spec][1]()
+    path = Path(spec).expanduser()
+    return path if path.is_file() and path.suffix == ".gguf" else None
+
+
 def converted_folder(spec: str) -> Path | None:
-    """The converted safetensors folder a GGUF spec (embedded name or .gguf file) loads from, if it is already
-    converted; None otherwise (nothing is converted here)."""
+    """The converted safetensors folder a spec loads from (an embedded name's or a .gguf file's, or a converted
+    folder itself), if it is already converted; None otherwise (nothing is converted here)."""
     spec = (spec or "").strip()
     try:
-        if spec in EMBEDDED:
-            gguf = EMBEDDED[spec][1]()
-        elif spec.endswith(".gguf") and Path(spec).expanduser().is_file():
-            gguf = Path(spec).expanduser()
-        else:
-            path = Path(spec).expanduser()
-            return path if path.is_dir() and gguf_cache.is_complete(path) else None
-        folder = gguf_cache.cached_folder(gguf)
+        gguf = _gguf_of(spec)
+        folder = gguf_cache.cached_folder(gguf) if gguf is not None else Path(spec).expanduser()
     except (UserError, OSError):
         return None
-    return folder if gguf_cache.is_complete(folder) else None
+    return folder if folder.is_dir() and gguf_cache.is_complete(folder) else None
