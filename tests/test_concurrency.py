@@ -64,10 +64,15 @@ def _in_threads(jobs) -> list:
     return results
 
 
-def rss_bytes() -> int:
+def resident_mb() -> tuple[float, float]:
+    """(anonymous, file-backed) resident memory of this process in MB. The weights of a converted folder are
+    mapped from its safetensors file (file-backed); what the sessions compute with is anonymous. Where the
+    platform gives no split, everything counts as anonymous."""
     import psutil
 
-    return psutil.Process().memory_info().rss
+    info = psutil.Process().memory_info()
+    shared = getattr(info, "shared", 0)
+    return (info.rss - shared) / 2**20, shared / 2**20
 
 
 # -- the core, from several threads ------------------------------------------------------------------
@@ -161,10 +166,10 @@ def test_four_sessions_at_once_share_one_model_and_keep_their_results(gemma, fre
     prompts = [f"The weather in {city} today is" for city in ("Berlin", "Tokyo", "Madrid", "Cairo")]
     expected = [visible(run_lens(gemma, p, top_k=1).top_tokens[-1][0][0][0]) for p in prompts]
     sessions = [AppTest.from_file(APP, default_timeout=600) for _ in prompts]
-    before = rss_bytes()
+    before = resident_mb()
     in_threads([lambda at=at: at.run() for at in sessions])  # four first visits: one model load
     in_threads([lambda at=at, p=p: run_prompt(at, p) for at, p in zip(sessions, prompts)])
-    after = rss_bytes()
+    after = resident_mb()
     assert loads == ["gemma-3-270m"]
     for at, prompt, top in zip(sessions, prompts, expected):
         table = lens_table(at)
@@ -173,10 +178,15 @@ def test_four_sessions_at_once_share_one_model_and_keep_their_results(gemma, fre
         city = prompt.split()[3]
         assert any(city in str(o) for o in at.select_slider[0].options), "another session's tokens on this page"
     model_mb = gemma.memory_bytes / 2**20
-    growth_mb = (after - before) / 2**20
-    print(f"\nprocess RSS {before / 2**20:.0f} MB -> {after / 2**20:.0f} MB (+{growth_mb:.0f} MB) for four sessions "
+    anon_mb, mapped_mb = after[0] - before[0], after[1] - before[1]
+    print(f"\nresident memory +{anon_mb:.0f} MB anonymous, +{mapped_mb:.0f} MB mapped from files, for four sessions "
           f"and one load of a {model_mb:.0f} MB model")
-    assert growth_mb < 2 * model_mb  # four copies would add four times the model
+    # One load maps the weights once (1.04 models, the same in every run): a second load of the folder maps
+    # them again. The sessions' own work (lens buffers, an allocator arena per thread) took 0.74-1.41 models of
+    # anonymous memory in eleven runs (RSS as a whole, 1.8-2.3 models, was too noisy to bound at 2): four
+    # copies of the weights in memory would add at least 4.
+    assert mapped_mb < 1.5 * model_mb
+    assert anon_mb < 2.5 * model_mb
 
 
 @pytest.fixture(scope="module")
