@@ -36,10 +36,26 @@ def in_threads(jobs) -> list:
 
     AppTest runs each script under its own patch of Streamlit's config (``global.appTest``); concurrent runs
     undo each other's patches, and a run then stops recording its widgets' format functions (a KeyError
-    reading a selectbox). One patch around all the threads keeps the option set for every run."""
+    reading a selectbox). One patch around all the threads keeps the option set for every run.
+
+    A server compiles each page once, in its one ``ScriptCache`` under that cache's lock; every AppTest run
+    builds a cache of its own, so four runs would compile at once, and CPython 3.11 keeps the AST converter's
+    recursion depth in one global counter (``SystemError: AST constructor recursion depth mismatch`` when two
+    threads parse together; fixed in 3.12). One lock around every cache's compile does what the server does."""
+    from unittest import mock
+
+    from streamlit.runtime.scriptrunner.script_cache import ScriptCache
     from streamlit.testing.v1.util import patch_config_options
 
-    with patch_config_options({"global.appTest": True}):
+    compile_lock = threading.Lock()
+    get_bytecode = ScriptCache.get_bytecode
+
+    def one_compile_at_a_time(self, script_path):
+        with compile_lock:
+            return get_bytecode(self, script_path)
+
+    with patch_config_options({"global.appTest": True}), \
+            mock.patch.object(ScriptCache, "get_bytecode", one_compile_at_a_time):
         return _in_threads(jobs)
 
 
