@@ -371,6 +371,32 @@ def _linear_unembedding(handle: ModelHandle):
 _EXP_FLOOR = -60.0  # exp(L - max) below e^-60 is 0 in a float32 sum, and exp's denormal results run ~40x slower
 
 
+def _onednn_mm(rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``rows @ weightᵀ`` by oneDNN's matmul (the op PyTorch's own compiler emits for CPU linears).
+
+    On the AMD EPYC machine of 2026-12-02 it ran 1.3-1.8x faster than ``torch.mm`` (MKL) for the scan's shapes
+    (304-1024 rows x 640 x 4096 columns: 118-128 against 69-81 GFLOP/s), and equally fast elsewhere; the
+    results agree to float32 rounding (the same sums in another order)."""
+    return torch.ops.mkldnn._linear_pointwise(rows, weight, None, "none", [], "")
+
+
+def _block_logits(rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``rows @ weightᵀ`` for the fused scan: oneDNN for float32 on a CPU that has it, else ``torch.mm``.
+
+    Also Σ exp·W of the final rows, ``e @ W[block]`` (``weight`` = W[block]ᵀ, a view): 16 x 4096 x 640 in
+    1.5 ms against 2.9 ms by ``@``."""
+    global _ONEDNN
+    if (_ONEDNN and rows.device.type == "cpu" and rows.dtype == weight.dtype == torch.float32
+            and not torch.is_grad_enabled()):  # the op has no derivative
+        try:
+            return _onednn_mm(rows, weight)
+        except (AttributeError, RuntimeError, NotImplementedError):  # a build without the op: MKL from now on
+            _ONEDNN = False
+    return torch.mm(rows, weight.T)
+
+
+_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
 _SCAN_COLUMNS = 4096  # vocabulary columns per block of the fused scan: the block's logits stay in cache
 _SCAN_ROWS = 1024  # residual rows per scan (layers x prompts x positions): the GEMM's M
 
@@ -400,7 +426,7 @@ def _scan(linear, rows: torch.Tensor, top_k: int, final: slice | None, targets: 
         counts = torch.zeros(targets.shape, dtype=torch.int64, device=rows.device)
     for start in range(0, vocab, _SCAN_COLUMNS):
         w_block = weight[start : start + _SCAN_COLUMNS]
-        block = torch.mm(rows, w_block.T)  # [M, C]
+        block = _block_logits(rows, w_block)  # [M, C]
         if bias is not None:
             block += bias[start : start + _SCAN_COLUMNS].float()
         top = block.topk(min(top_k, block.shape[1]), dim=-1)
@@ -413,7 +439,7 @@ def _scan(linear, rows: torch.Tensor, top_k: int, final: slice | None, targets: 
         weighted = weighted * scale + _rowdot(e, block)
         if n_final:
             e_f = e[final]
-            w_acc = w_acc * scale[final, None] + e_f @ w_block.float()
+            w_acc = w_acc * scale[final, None] + _block_logits(e_f, w_block.T)  # e_f @ W[block]
             if bias is not None:
                 b_acc = b_acc * scale[final] + e_f @ bias[start : start + _SCAN_COLUMNS].float()
         if targets is not None:
