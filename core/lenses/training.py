@@ -105,18 +105,23 @@ def _least_squares(h: torch.Tensor, target: torch.Tensor, ridge: float) -> tuple
     return w, b
 
 
-def train(handle: ModelHandle, texts: list[str], options: TrainingOptions = TrainingOptions(),
-          progress: Progress | None = None) -> tuple[TunedLens, dict]:
-    """A tuned lens for ``handle`` trained on ``texts``; also returns what was used (tokens, |S|, seconds)."""
-    report = progress or quiet
-    started = time.perf_counter()
-    torch.manual_seed(options.seed)
+@dataclass
+class _Data:
+    """What every translator trains on: the residuals, the token set S and the final distribution over S."""
+
+    h: torch.Tensor  # [L+1, T, d] every layer's residual at every training token
+    rows: torch.Tensor  # [|S|, d] the unembedding rows of S
+    row_bias: torch.Tensor | None
+    final_logp: torch.Tensor  # [T, |S|] the final layer's log-distribution renormalised over S
+    vocab: torch.Tensor  # [|S|] token ids
+
+
+def _prepare(handle: ModelHandle, texts: list[str], options: TrainingOptions, report: Progress) -> _Data:
     windows = _sequences(handle, texts, options.train_tokens, options.seq_len)
     n_tokens = sum(map(len, windows))
     if n_tokens < 256:
         raise UserError(f"the training text gives only {n_tokens} tokens: a tuned lens needs at least 256")
     h = collect(handle, windows, part(report, 0.0, 0.35))  # [L+1, T, d]
-    n_layers = h.shape[0] - 1
     unembed = handle.adapter.unembed(handle.model)
     weight = unembed.weight.detach()
     bias = getattr(unembed, "bias", None)
@@ -136,31 +141,50 @@ def train(handle: ModelHandle, texts: list[str], options: TrainingOptions = Trai
     with torch.inference_mode():
         for start in range(0, h.shape[1], 1024):
             finals.append(torch.log_softmax(_decode_subset(handle, h[-1, start : start + 1024], rows, row_bias), -1))
-    final_logp = torch.cat(finals)  # [T, |S|]
+    return _Data(h, rows, row_bias, torch.cat(finals), vocab)
 
-    report(0.45, "least-squares start")
-    w0, b0 = zip(*(_least_squares(h[layer], h[-1], options.ridge) for layer in range(n_layers)))
-    translators_w = torch.nn.Parameter(torch.stack(w0))
-    translators_b = torch.nn.Parameter(torch.stack(b0))
-    optimizer = torch.optim.Adam([translators_w, translators_b], lr=options.lr)
+
+def _picks(n_tokens: int, options: TrainingOptions) -> list[torch.Tensor]:
+    """The training tokens of each KL step (the same for every layer)."""
     generator = torch.Generator().manual_seed(options.seed)
-    losses = []
-    for step in range(options.steps):
-        pick = torch.randint(h.shape[1], (min(options.batch_tokens, h.shape[1]),), generator=generator)
-        x = h[:n_layers, pick]  # [L, B, d]
-        translated = x + torch.baddbmm(translators_b.unsqueeze(1), x, translators_w.transpose(1, 2))
-        logp = torch.log_softmax(_decode_subset(handle, translated, rows, row_bias), -1)  # [L, B, |S|]
-        target = final_logp[pick]
-        loss = (target.exp() * (target - logp)).sum(-1).mean()  # mean over layers and tokens, nats
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()) / LN2)
-        report(0.5 + 0.5 * (step + 1) / options.steps, f"KL training step {step + 1}/{options.steps}: "
-               f"{losses[-1]:.3f} bits (on the top-token set)")
-    lens = TunedLens.identity(handle)
-    lens.weight, lens.bias = translators_w.detach().clone(), translators_b.detach().clone()
-    info = {"train_tokens": int(n_tokens), "vocab_subset": int(len(vocab)), "steps": options.steps,
+    return [torch.randint(n_tokens, (min(options.batch_tokens, n_tokens),), generator=generator)
+            for _ in range(options.steps)]
+
+
+def train(handle: ModelHandle, texts: list[str], options: TrainingOptions = TrainingOptions(),
+          progress: Progress | None = None) -> tuple[TunedLens, dict]:
+    """A tuned lens for ``handle`` trained on ``texts``; also returns what was used (tokens, |S|, seconds)."""
+    report = progress or quiet
+    started = time.perf_counter()
+    torch.manual_seed(options.seed)
+    data = _prepare(handle, texts, options, report)
+    h, rows, row_bias, final_logp = data.h, data.rows, data.row_bias, data.final_logp
+    n_layers, n_tokens = h.shape[0] - 1, h.shape[1]
+
+    # The loss is a mean over layers and each translator enters only its own layer's term, so training one
+    # layer at a time on the same token picks is the same optimisation (Adam acts elementwise; each layer's
+    # term keeps its 1/L weight): one translator, its gradient and its Adam state in memory at a time
+    # (7B shape: 0.27 GB instead of 8.6 GB for all 32 at once).
+    picks = _picks(n_tokens, options)
+    lens = TunedLens.identity(handle)  # filled layer by layer
+    losses = [0.0] * options.steps
+    for layer in range(n_layers):
+        w0, b0 = _least_squares(h[layer], h[-1], options.ridge)
+        w, b = torch.nn.Parameter(w0), torch.nn.Parameter(b0)
+        optimizer = torch.optim.Adam([w, b], lr=options.lr)
+        for step, pick in enumerate(picks):
+            x = h[layer, pick]  # [B, d]
+            logp = torch.log_softmax(_decode_subset(handle, x + torch.addmm(b, x, w.T), rows, row_bias), -1)
+            target = final_logp[pick]
+            loss = (target.exp() * (target - logp)).sum(-1).mean() / n_layers  # this layer's share, nats
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses[step] += float(loss.detach()) / LN2
+        lens.weight[layer], lens.bias[layer] = w.detach(), b.detach()
+        report(0.45 + 0.55 * (layer + 1) / n_layers, f"translator {layer + 1}/{n_layers} trained "
+               f"({options.steps} KL steps on the top-token set)")
+    info = {"train_tokens": int(n_tokens), "vocab_subset": int(len(data.vocab)), "steps": options.steps,
             "seconds": round(time.perf_counter() - started, 1), "final_loss_bits": round(losses[-1], 4) if losses else None}
     return lens, info
 

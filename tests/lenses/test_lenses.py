@@ -2,6 +2,7 @@
 training that lowers the KL, sub-layer rows, and tracked tokens."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -94,6 +95,41 @@ def test_training_lowers_the_kl_to_the_final_layer_on_held_out_text():
     improved = [t < l for t, l in zip(kl["tuned"][1:-1], kl["logit"][1:-1])]
     assert sum(improved) >= len(improved) - 1, kl
     assert sum(kl["tuned"][:-1]) < 0.8 * sum(kl["logit"][:-1]), kl
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])  # gpt2: an unembedding with a bias term
+def test_training_one_layer_at_a_time_is_the_joint_optimisation_of_all_translators(family):
+    """The trainer holds one translator (and its Adam state) at a time; the objective is the mean KL over
+    layers and tokens of all translators at once. Here that joint objective is optimised directly, with every
+    translator and one Adam over them all: the translators must come out the same."""
+    from core.lenses.training import _decode_subset, _least_squares, _picks, _prepare
+
+    handle = tiny.handle(family, seed=2)
+    options = TrainingOptions(train_tokens=400, seq_len=32, steps=12, batch_tokens=64, top_final=8, max_vocab=256,
+                              lr=3e-3)
+    lens, info = train(handle, TEXTS, options)
+
+    torch.manual_seed(options.seed)
+    data = _prepare(handle, TEXTS, options, lambda *_: None)
+    h, n = data.h, data.h.shape[0] - 1
+    start = [_least_squares(h[layer], h[-1], options.ridge) for layer in range(n)]
+    w = torch.nn.Parameter(torch.stack([s[0] for s in start]))
+    b = torch.nn.Parameter(torch.stack([s[1] for s in start]))
+    optimizer = torch.optim.Adam([w, b], lr=options.lr)
+    for pick in _picks(h.shape[1], options):
+        x = h[:n, pick]
+        logp = torch.log_softmax(_decode_subset(handle, x + torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2)),
+                                                data.rows, data.row_bias), -1)
+        target = data.final_logp[pick]
+        loss = (target.exp() * (target - logp)).sum(-1).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    moved = (w.detach() - torch.stack([s[0] for s in start])).abs().max()
+    assert moved > 1e-3  # the steps changed the translators, so the comparison below means something
+    torch.testing.assert_close(lens.weight, w.detach(), atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(lens.bias, b.detach(), atol=2e-5, rtol=1e-4)
+    assert info["final_loss_bits"] == pytest.approx(float(loss.detach()) / math.log(2), abs=1e-4)  # rounded to 4 places
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma3", "gpt2", "gpt_neox"])
