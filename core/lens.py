@@ -385,17 +385,22 @@ def _block_logits(rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
     Also Σ exp·W of the final rows, ``e @ W[block]`` (``weight`` = W[block]ᵀ, a view): 16 x 4096 x 640 in
     1.5 ms against 2.9 ms by ``@``."""
-    global _ONEDNN
-    if (_ONEDNN and rows.device.type == "cpu" and rows.dtype == weight.dtype == torch.float32
-            and not torch.is_grad_enabled()):  # the op has no derivative
-        try:
-            return _onednn_mm(rows, weight)
-        except (AttributeError, RuntimeError, NotImplementedError):  # a build without the op: MKL from now on
-            _ONEDNN = False
+    if (_ONEDNN and type(rows) is type(weight) is torch.Tensor and rows.device.type == "cpu"
+            and rows.dtype == weight.dtype == torch.float32 and not torch.is_grad_enabled()):  # no derivative
+        return _onednn_mm(rows, weight)
     return torch.mm(rows, weight.T)
 
 
-_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+def _onednn_works() -> bool:
+    """Whether this build has oneDNN's matmul, decided once (so the same inputs always take the same path)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available()
+                    and torch.equal(_onednn_mm(torch.ones(2, 3), torch.ones(4, 3)), torch.full((2, 4), 3.0)))
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False
+
+
+_ONEDNN = _onednn_works()
 
 _SCAN_COLUMNS = 4096  # vocabulary columns per block of the fused scan: the block's logits stay in cache
 _SCAN_ROWS = 1024  # residual rows per scan (layers x prompts x positions): the GEMM's M

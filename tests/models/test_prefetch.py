@@ -152,6 +152,25 @@ def test_known_padding_sides_are_the_classes_own():
         assert getattr(transformers, name).padding_side == side, name
 
 
+def assert_same_json(got, want, where="$"):
+    """Equal JSON: the same keys, lengths, strings and ids; floats equal to float32 rounding. MKL's small
+    GEMMs round differently with the alignment of their buffers (a 6 x 64 x 512 product differs in its last
+    bits between two copies of the same inputs), and a long test process and a fresh one allocate differently."""
+    assert type(got) is type(want) or {type(got), type(want)} <= {int, float}, f"{where}: {got!r} != {want!r}"
+    if isinstance(want, dict):
+        assert got.keys() == want.keys(), where
+        for key in want:
+            assert_same_json(got[key], want[key], f"{where}.{key}")
+    elif isinstance(want, list):
+        assert len(got) == len(want), where
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert_same_json(g, w, f"{where}[{i}]")
+    elif isinstance(want, float):
+        assert got == pytest.approx(want, rel=1e-5, abs=1e-7), where
+    else:
+        assert got == want, where
+
+
 def test_the_cli_process_prints_what_the_in_process_cli_prints(converted, capsys):
     """`python -m core lens` (prefetching) and `core.cli.main` (not) give the same JSON."""
     gguf, _ = converted
@@ -161,5 +180,5 @@ def test_the_cli_process_prints_what_the_in_process_cli_prints(converted, capsys
     run = subprocess.run([sys.executable, "-m", "core", *argv], cwd=ROOT, capture_output=True, text=True,
                          env={**os.environ}, timeout=300)
     assert run.returncode == 0, run.stderr
-    assert json.loads(run.stdout) == here
+    assert_same_json(json.loads(run.stdout), here)
     assert here["tokens"][0] == "<bos>" and len(here["layers"]) == 3 and len(here["tracked"][0]["layers"]) == 3
