@@ -62,7 +62,7 @@ def ours(handle, texts, k):
 
 
 def nnsight_lens(handle, batch, k):
-    from core.models.backends import through_nnsight
+    from core.backends import through_nnsight
 
     traced = through_nnsight(handle)
     wrapped, layers, norm, unembed = traced._traced()

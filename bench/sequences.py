@@ -48,7 +48,7 @@ def naive_sweep_s(handle, settings: sq.Settings, n_heads: int) -> tuple[float, f
     prep = sq.prepare(handle, sq.build_prompts(handle, settings), settings.ablation, settings.seed)
     heads = iv.heads(handle)
     some = heads[:: max(1, len(heads) // n_heads)][:n_heads]
-    _, wall, cpu = timed(lambda: [iv.forward_with(handle, prep.batch, prep.values, [c]) for c in some])
+    _, wall, cpu = timed(lambda: [handle.forward_with(prep.batch, prep.values, [c]) for c in some])
     return wall, cpu, len(some)
 
 

@@ -45,7 +45,7 @@ def load_from_args(args: argparse.Namespace) -> ModelHandle:
     )
     backend = getattr(args, "backend", "local")
     if backend == "ndif":  # before loading anything: offline or without a key this fails in seconds
-        from core.models.backends import NDIF_ANALYSES, check_ndif, ndif_handle
+        from core.backends import NDIF_ANALYSES, check_ndif, ndif_handle
 
         analysis = getattr(getattr(args, "_run", None), "__module__", "").split(".")[2:3]
         if analysis and analysis[0] not in NDIF_ANALYSES:
@@ -58,7 +58,7 @@ def load_from_args(args: argparse.Namespace) -> ModelHandle:
         return ndif_handle(args.model)  # meta weights here; every trace goes to NDIF, only reductions come back
     handle = _load(args.model, options)
     if backend == "nnsight":
-        from core.models.backends import through_nnsight
+        from core.backends import through_nnsight
 
         return through_nnsight(handle)
     return handle

@@ -11,6 +11,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
+import core.interventions  # noqa: E402,F401 (registers the local backend: tests build handles by hand)
+
 
 @pytest.fixture(scope="session")
 def gemma():

@@ -150,17 +150,17 @@ def test_entropy_and_kl_of_every_layer_equal_the_full_distributions(family):
 def test_the_scan_by_onednn_equals_the_scan_by_torch_mm(family, monkeypatch):
     """The fused scan multiplies by oneDNN where the CPU build has it (1.3-1.8x MKL on an AMD EPYC): every
     metric must agree with the plain ``torch.mm`` scan to float32 rounding, and the last layer stay exact."""
-    import core.lens
+    import core.lens.scan
 
-    if not core.lens._ONEDNN:
+    if not core.lens.scan._ONEDNN:
         pytest.skip("this torch build has no oneDNN matmul")
     handle = tiny.handle(family)
     calls = []
-    real = core.lens._onednn_mm
-    monkeypatch.setattr(core.lens, "_onednn_mm", lambda *a: calls.append(1) or real(*a))
+    real = core.lens.scan._onednn_mm
+    monkeypatch.setattr(core.lens.scan, "_onednn_mm", lambda *a: calls.append(1) or real(*a))
     fast = run_lens(handle, PROMPTS, positions="all", top_k=5)
     assert calls, "the scan did not use oneDNN"
-    monkeypatch.setattr(core.lens, "_ONEDNN", False)
+    monkeypatch.setattr(core.lens.scan, "_ONEDNN", False)
     plain = run_lens(handle, PROMPTS, positions="all", top_k=5)
     np.testing.assert_array_equal(fast.top_ids[-1], plain.top_ids[-1])
     np.testing.assert_allclose(fast.top_probs, plain.top_probs, atol=1e-6)

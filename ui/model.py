@@ -58,7 +58,7 @@ def _request_ndif(spec: str) -> tuple[LoadJob, bool]:
     within seconds), then the model's config and tokenizer read, its weights left on the meta device."""
 
     def load(progress):
-        from core.models.backends import check_ndif, ndif_handle
+        from core.backends import check_ndif, ndif_handle
 
         progress(0.1, "asking NDIF whether it runs this model")
         check_ndif(spec)

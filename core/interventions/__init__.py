@@ -1,39 +1,33 @@
-"""Head and MLP interventions: ablation, activation patching, attribution patching. Every hook lives here.
+"""The local backend of the model handle: every hook on the model lives in this package (and in ``core.backends``
+for nnsight). Importing it registers the "local" backend, so a loaded ``ModelHandle`` answers every operation.
 
-``from core import interventions as iv`` gives the whole toolkit:
+Analyses never call the functions of these modules: they call the handle's operations (``handle.record``,
+``handle.run_variants``, …). What they take from here is the vocabulary of interventions on heads and MLPs:
 
 - ``Component`` (a head ``L3H1`` or an MLP ``MLP3``), ``heads(handle)``, ``mlps(handle)``;
 - ``Activations`` (what every component writes: heads [layer, batch, pos, head, head_dim], MLPs
-  [layer, batch, pos, d_model]) and ``replacement(kind, corrupt, n_prompts, seed)``: the values
-  ablated components take (``ABLATIONS``: mean, zero, resample;
-  ``check_ablation`` for settings that name one);
-- clean passes: ``capture(handle, batch) -> Activations``; ``record(handle, batch) -> CleanRun``
-  (also every layer's call, so ablated copies can resume from any layer);
-- ablations: ``run_variants(handle, run, values, variants) -> [variant, batch, d_model]`` (many per
-  batched pass), ``forward_with(handle, batch, values, components) -> [batch, d_model]`` (one plain pass);
-- ``attribution(handle, batch, values, metric) -> Attribution``: every component's estimated effect
-  from one forward and one backward pass;
-- single heads: ``attention_pattern(handle, batch, layer) -> [batch, head, query, key]``,
-  ``after_first_mlp(handle, token_ids) -> [token, d_model]``, ``head_outputs(handle, residual, layers)
-  -> [layer, head, n, d_model]`` (OV circuits);
-- ``replacing`` / ``capturing``: the hook contexts the above are built from, for new interventions.
+  [layer, batch, pos, d_model]) and ``replacement(kind, corrupt, n_prompts, seed)``: the values ablated components
+  take (``ABLATIONS``: mean, zero, resample; ``check_ablation`` for settings that name one);
+- ``CleanRun`` (``handle.record_run``), ``Attribution`` (``handle.attribution``), ``Gradients``
+  (``handle.gradients``), ``SweepNumbers`` (``handle.ablation_sweep``).
 
-Every prompt of a batch given here must have the same token length (``UserError`` otherwise); the
-final residual is the last decoder layer's output at the last position, before the final norm.
+Every prompt of a batch given to the component interventions must have the same token length (``UserError``
+otherwise); the final residual is the last decoder layer's output at the last position, before the final norm.
 """
 
-from core.interventions.attention import after_first_mlp, attention_pattern, head_outputs
+from core.interventions.access import Gradients
 from core.interventions.components import (
     ABLATIONS, Activations, Component, check_ablation, heads, mlps, replacement, zero_activations,
 )
-from core.interventions.hooks import capturing, replacing
-from core.interventions.patching import Attribution, attribution
-from core.interventions.recorded import CleanRun, capture, record
-from core.interventions.variants import forward_with, run_variants
-from core.models.handle import Batch
+from core.interventions.local import LocalBackend
+from core.interventions.patching import Attribution
+from core.interventions.recorded import CleanRun
+from core.interventions.sweep import SweepNumbers
+from core.models.handle import Batch, register_backend
+
+register_backend("local", LocalBackend)
 
 __all__ = [
-    "ABLATIONS", "Activations", "Attribution", "Batch", "CleanRun", "Component", "after_first_mlp", "attention_pattern",
-    "attribution", "capture", "capturing", "check_ablation", "forward_with", "head_outputs", "heads", "mlps", "record", "replacement",
-    "replacing", "run_variants", "zero_activations",
+    "ABLATIONS", "Activations", "Attribution", "Batch", "CleanRun", "Component", "Gradients", "LocalBackend",
+    "SweepNumbers", "check_ablation", "heads", "mlps", "replacement", "zero_activations",
 ]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import torch
 
@@ -12,37 +13,43 @@ from core.interventions.hooks import Stop, first_tensor, output_tensor, removing
 from core.models.handle import Batch, ModelHandle
 
 
+@contextmanager
+def eager_attention(handle: ModelHandle, needed: bool = True) -> Iterator[None]:
+    """Fused attention kernels do not return weights: the model runs eager attention inside the block (under the
+    handle's lock) and is switched back after; its loading is untouched."""
+    model = handle.model
+    config = getattr(model, "config", None)
+    original = getattr(config, "_attn_implementation", None)
+    switch = needed and original not in (None, "eager") and hasattr(model, "set_attn_implementation")
+    with handle.lock:
+        if switch:
+            model.set_attn_implementation("eager")
+        try:
+            yield
+        finally:
+            if switch:
+                model.set_attn_implementation(original)
+
+
 def attention_pattern(handle: ModelHandle, batch: Batch, layer: int) -> torch.Tensor:
     """Attention weights of every head of ``layer`` on ``batch``: Float[Tensor, "batch head query key"]
     on the CPU (each row sums to 1 over the keys; causal, so zero above the diagonal).
 
-    Fused attention kernels do not return weights, so the model is switched to eager attention for
-    this one pass (under the handle's lock) and switched back; its loading is untouched. The pass
-    stops after ``layer``. ``UserError`` for a layer the model lacks or an architecture that does not
-    return weights.
+    The model runs eager attention for this one pass (``eager_attention``), which stops after ``layer``.
+    ``UserError`` for a layer the model lacks or an architecture that does not return weights.
     """
     if not 0 <= layer < handle.n_layers:
         raise UserError(f"layer {layer} does not exist: choose 0..{handle.n_layers - 1}")
-    model = handle.model
-    module = handle.adapter.attention(handle.adapter.layers(model)[layer])
+    module = handle.adapter.attention(handle.adapter.layers(handle.model)[layer])
     captured: dict = {}
 
     def hook(mod, args, output):
         captured["weights"] = output[1] if isinstance(output, tuple) and len(output) > 1 else None
         raise Stop
 
-    config = getattr(model, "config", None)
-    original = getattr(config, "_attn_implementation", None)
-    switch = original not in (None, "eager") and hasattr(model, "set_attn_implementation")
-    with handle.lock, torch.inference_mode():
-        if switch:
-            model.set_attn_implementation("eager")
-        try:
-            with removing([module.register_forward_hook(hook)]):
-                run_until_stop(handle, batch)
-        finally:
-            if switch:
-                model.set_attn_implementation(original)
+    with handle.lock, torch.inference_mode(), eager_attention(handle):
+        with removing([module.register_forward_hook(hook)]):
+            run_until_stop(handle, batch)
     weights = captured.get("weights")
     if weights is None:
         raise UserError(f"{handle.architecture} does not return attention weights, so its patterns cannot be shown")

@@ -23,6 +23,17 @@ from core.interventions.components import Activations, Component, check_componen
 from core.models.handle import Batch, ModelHandle
 
 
+def model_inputs(handle: ModelHandle, batch: Batch) -> dict:
+    device = handle.input_device
+    return dict(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
+                position_ids=batch.position_ids.to(device))
+
+
+def run_body(handle: ModelHandle, batch: Batch):
+    """Run the decoder stack (no unembedding) on a batch; hooks see every layer. Take ``handle.lock`` around it."""
+    return handle.adapter.run_body(handle.model, **model_inputs(handle, batch))
+
+
 class Stop(Exception):
     """Raised by a hook once it has what it needs, to skip the rest of the forward pass."""
 
@@ -30,7 +41,7 @@ class Stop(Exception):
 def run_until_stop(handle: ModelHandle, batch: Batch) -> None:
     """One pass of the model body that a hook may end early by raising ``Stop``."""
     try:
-        handle.run_body(batch)
+        run_body(handle, batch)
     except Stop:
         pass
 
@@ -60,7 +71,7 @@ def output_tensor(output) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output
 
 
-def _replace_output(output, new: torch.Tensor):
+def replace_output(output, new: torch.Tensor):
     return (new, *output[1:]) if isinstance(output, tuple) else new
 
 
@@ -101,7 +112,7 @@ def _mlp_hook(values: torch.Tensor, mask: torch.Tensor, n_prompts: int):
         split = y.reshape(copies, n_prompts, positions, width)
         source = values.to(device=y.device, dtype=y.dtype).unsqueeze(0)
         new = torch.where(mask.to(y.device).view(copies, 1, 1, 1), source, split)
-        return _replace_output(output, new.reshape(y.shape))
+        return replace_output(output, new.reshape(y.shape))
 
     return hook
 

@@ -9,7 +9,7 @@ import torch
 
 from core.errors import UserError
 from core.interventions.components import Activations
-from core.interventions.hooks import capturing, same_length
+from core.interventions.hooks import capturing, run_body, same_length
 from core.models.handle import Batch, ModelHandle
 
 
@@ -52,7 +52,7 @@ def attribution(
         hook = embed.register_forward_hook(track_from_embeddings)
         try:
             with capturing(handle, keep_graph=True) as store:
-                handle.run_body(batch)
+                run_body(handle, batch)
         finally:
             hook.remove()
         per_prompt = metric(store["final"][:, -1]).float()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
 from core.interventions.components import Activations
-from core.interventions.hooks import capturing, removing, same_length, stacked
+from core.interventions.hooks import capturing, removing, run_body, same_length, stacked
+from core.interventions.sites import add_edit_hooks
 from core.models.handle import Batch, ModelHandle
+from core.models.sites import Edit
 
 
 @dataclass
@@ -28,9 +31,9 @@ class CleanRun:
     final: torch.Tensor
 
 
-def record(handle: ModelHandle, batch: Batch) -> CleanRun:
+def record(handle: ModelHandle, batch: Batch, edits: Sequence[Edit] = ()) -> CleanRun:
     """Run the prompts once (all the same token length), keeping every layer's call, every component's
-    activations and the final residual."""
+    activations and the final residual; ``edits`` apply during the pass (the recorded calls see them)."""
     same_length(batch)
     layers = handle.adapter.layers(handle.model)
     calls: list = [None] * len(layers)
@@ -42,9 +45,12 @@ def record(handle: ModelHandle, batch: Batch) -> CleanRun:
         return hook
 
     with handle.lock:  # hooks are global to the shared model: register them under the lock too
-        with removing([layer.register_forward_pre_hook(call_hook(i), with_kwargs=True) for i, layer in enumerate(layers)]):
+        edit_hooks: list = []
+        add_edit_hooks(handle, edits, edit_hooks)  # first: the recorded calls see the edited inputs
+        with removing(edit_hooks + [layer.register_forward_pre_hook(call_hook(i), with_kwargs=True)
+                                    for i, layer in enumerate(layers)]):
             with torch.inference_mode(), capturing(handle) as store:
-                handle.run_body(batch)
+                run_body(handle, batch)
     return CleanRun(
         n_prompts=len(batch.lengths),
         n_positions=batch.input_ids.shape[1],
@@ -58,5 +64,5 @@ def capture(handle: ModelHandle, batch: Batch) -> Activations:
     """Every component's activations on these prompts (all the same token length; one forward pass)."""
     same_length(batch)
     with handle.lock, torch.inference_mode(), capturing(handle) as store:
-        handle.run_body(batch)
+        run_body(handle, batch)
     return stacked(handle, store)

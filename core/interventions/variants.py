@@ -12,9 +12,11 @@ import torch
 
 from core.errors import UserError
 from core.interventions.components import Activations, Component, check_components
-from core.interventions.hooks import capturing, first_tensor, output_tensor, replacing
+from core.interventions.hooks import capturing, first_tensor, output_tensor, removing, replacing, run_body
+from core.interventions.sites import add_edit_hooks
 from core.interventions.recorded import CleanRun
 from core.models.handle import Batch, ModelHandle
+from core.models.sites import Edit
 from core.progress import Progress
 
 
@@ -47,6 +49,16 @@ def _resume(handle: ModelHandle, run: CleanRun, start: int, copies: int) -> torc
         new_args, new_kwargs = rebuild(hidden)
         hidden = output_tensor(layers[index](*new_args, **new_kwargs))
     return hidden[:, -1]
+
+
+def resume(handle: ModelHandle, run: CleanRun, start: int, copies: int, edits: Sequence[Edit]) -> torch.Tensor:
+    """``ModelHandle.resume``: layers ``start..`` on ``copies`` copies of ``run``'s recorded input to layer ``start``,
+    with ``edits`` (rows index the copies: row ``c * n_prompts + p``) -> Float[Tensor, "copies*batch d_model"] at the
+    last position. Layers before ``start`` are the recorded run's: an edit there has no effect."""
+    hooks: list = []
+    with handle.lock, torch.inference_mode(), removing(hooks):
+        add_edit_hooks(handle, edits, hooks)
+        return _resume(handle, run, start, copies)
 
 
 def run_variants(
@@ -102,5 +114,5 @@ def forward_with(handle: ModelHandle, batch: Batch, values: Activations, compone
     (the last layer's output at the last position). The reference ``run_variants`` must agree with."""
     with handle.lock, torch.inference_mode(), replacing(handle, values, len(batch.lengths), [components]), \
             capturing(handle) as store:
-        handle.run_body(batch)
+        run_body(handle, batch)
     return store["final"][:, -1]

@@ -9,7 +9,7 @@ from tests.interventions.batches import equal_length_batch
 
 
 def test_resample_and_mean_values(handle):
-    corrupt = iv.capture(handle, equal_length_batch(handle, n=5, seed=3))
+    corrupt = handle.capture(equal_length_batch(handle, n=5, seed=3))
     mean = iv.replacement("mean", corrupt, 4)
     assert mean.heads.shape[1] == 1 and torch.allclose(mean.heads[1, 0], corrupt.heads[1].mean(0))
     resampled = iv.replacement("resample", corrupt, 4, seed=7)

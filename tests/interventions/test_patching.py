@@ -10,20 +10,20 @@ def test_attribution_is_the_derivative_of_exact_patching(handle):
     """Patching a + ε(v − a): exact change / ε → the attribution estimate as ε → 0."""
     batch = equal_length_batch(handle)
     corrupt = equal_length_batch(handle, seed=5)
-    run = iv.record(handle, batch)
-    values = iv.replacement("resample", iv.capture(handle, corrupt), 4)
+    run = handle.record_run(batch)
+    values = iv.replacement("resample", handle.capture(corrupt), 4)
     w = torch.randn(handle.d_model, generator=torch.Generator().manual_seed(0))
 
     def metric(final):
         return final.float() @ w
 
-    est = iv.attribution(handle, batch, values, metric)
+    est = handle.attribution(batch, values, metric)
     assert torch.allclose(est.metric, metric(run.final), atol=1e-4)
     eps = 1e-3
     clean = run.activations
     near = iv.Activations(clean.heads + eps * (values.heads - clean.heads), clean.mlps + eps * (values.mlps - clean.mlps))
     components = [iv.Component(0, 1), iv.Component(2, 3), iv.Component(1)]
-    exact = iv.run_variants(handle, run, near, [[c] for c in components])
+    exact = handle.run_variants(run, near, [[c] for c in components])
     for c, final in zip(components, exact):
         change = (metric(final) - metric(run.final)).mean() / eps
         estimate = est.mlps[c.layer] if c.is_mlp else est.heads[c.layer, c.head]

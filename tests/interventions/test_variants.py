@@ -11,15 +11,15 @@ from tests.interventions.batches import equal_length_batch
 
 def test_ablating_a_head_with_its_own_clean_output_changes_nothing(handle):
     batch = equal_length_batch(handle)
-    run = iv.record(handle, batch)
+    run = handle.record_run(batch)
     every = iv.heads(handle) + iv.mlps(handle)
-    patched = iv.forward_with(handle, batch, run.activations, every)
+    patched = handle.forward_with(batch, run.activations, every)
     assert torch.allclose(patched, run.final, atol=1e-5)
-    batched = iv.run_variants(handle, run, run.activations, [[c] for c in every])
+    batched = handle.run_variants(run, run.activations, [[c] for c in every])
     assert torch.allclose(batched, run.final.expand_as(batched), atol=1e-5)
     # and a different value does change it (the hook is live)
     zeros = run.activations.zeros()
-    assert not torch.allclose(iv.forward_with(handle, batch, zeros, [iv.Component(0, 1)]), run.final, atol=1e-3)
+    assert not torch.allclose(handle.forward_with(batch, zeros, [iv.Component(0, 1)]), run.final, atol=1e-3)
 
 
 @pytest.mark.parametrize("layer", [0, 2])
@@ -27,8 +27,8 @@ def test_zero_ablating_every_head_of_a_layer_equals_removing_the_attention_block
     """Zero heads leave only the output projection's bias (none in Llama/NeoX-without-bias): compare with
     the attention module's output replaced by that bias, through an independent hook on the attention module."""
     batch = equal_length_batch(handle)
-    run = iv.record(handle, batch)
-    zero_heads = iv.forward_with(handle, batch, run.activations.zeros(),
+    run = handle.record_run(batch)
+    zero_heads = handle.forward_with(batch, run.activations.zeros(),
                                  [iv.Component(layer, h) for h in range(handle.n_heads)])
     block = handle.adapter.layers(handle.model)[layer]
     proj = handle.adapter.attn_out_proj(block)
@@ -42,7 +42,7 @@ def test_zero_ablating_every_head_of_a_layer_equals_removing_the_attention_block
     hook = handle.adapter.attention(block).register_forward_hook(remove)
     try:
         with torch.inference_mode():
-            removed = iv.forward_with(handle, batch, run.activations, [])
+            removed = handle.forward_with(batch, run.activations, [])
     finally:
         hook.remove()
     assert torch.allclose(zero_heads, removed, atol=1e-5)
@@ -55,11 +55,11 @@ def test_gpt2_zero_heads_without_bias_is_exactly_no_attention_block():
     with torch.no_grad():
         handle.adapter.attn_out_proj(block).bias.zero_()
     batch = equal_length_batch(handle)
-    run = iv.record(handle, batch)
-    zero_heads = iv.forward_with(handle, batch, run.activations.zeros(), [iv.Component(1, h) for h in range(4)])
+    run = handle.record_run(batch)
+    zero_heads = handle.forward_with(batch, run.activations.zeros(), [iv.Component(1, h) for h in range(4)])
     hook = handle.adapter.attention(block).register_forward_hook(lambda m, a, o: (torch.zeros_like(o[0]), *o[1:]))
     try:
-        removed = iv.forward_with(handle, batch, run.activations, [])
+        removed = handle.forward_with(batch, run.activations, [])
     finally:
         hook.remove()
     assert torch.allclose(zero_heads, removed, atol=1e-5)
@@ -68,23 +68,23 @@ def test_gpt2_zero_heads_without_bias_is_exactly_no_attention_block():
 def test_batched_resumed_ablations_equal_one_full_pass_each(handle):
     batch = equal_length_batch(handle, n=3, length=5)
     corrupt = equal_length_batch(handle, n=3, length=5, seed=1)
-    run = iv.record(handle, batch)
-    values = iv.replacement("mean", iv.capture(handle, corrupt), 3)
+    run = handle.record_run(batch)
+    values = iv.replacement("mean", handle.capture(corrupt), 3)
     variants = [[iv.Component(2, 3)], [iv.Component(0, 0)], [iv.Component(1)], [],
                 [iv.Component(1, 2), iv.Component(2), iv.Component(0, 3)]]
-    batched = iv.run_variants(handle, run, values, variants, max_tokens=2 * 3 * 5)  # forces several passes
+    batched = handle.run_variants(run, values, variants, max_tokens=2 * 3 * 5)  # forces several passes
     for variant, result in zip(variants, batched):
-        assert torch.allclose(result, iv.forward_with(handle, batch, values, variant), atol=1e-5)
+        assert torch.allclose(result, handle.forward_with(batch, values, variant), atol=1e-5)
 
 
 def test_unequal_lengths_and_bad_components_are_user_errors():
     handle = tiny.handle("llama")
     batch = handle.encode(["one two three", "one"])
     with pytest.raises(UserError, match="same number of tokens"):
-        iv.record(handle, batch)
-    run = iv.record(handle, equal_length_batch(handle))
+        handle.record_run(batch)
+    run = handle.record_run(equal_length_batch(handle))
     with pytest.raises(UserError, match="does not exist"):
-        iv.run_variants(handle, run, run.activations, [[iv.Component(7, 0)]])
-    other = iv.capture(handle, equal_length_batch(handle, length=4))
+        handle.run_variants(run, run.activations, [[iv.Component(7, 0)]])
+    other = handle.capture(equal_length_batch(handle, length=4))
     with pytest.raises(UserError, match="same token length"):
-        iv.run_variants(handle, run, other, [[iv.Component(0, 0)]])
+        handle.run_variants(run, other, [[iv.Component(0, 0)]])

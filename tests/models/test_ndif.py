@@ -105,8 +105,8 @@ def test_one_lens_request_saves_under_a_megabyte_for_32_layers_and_16_prompts():
 def test_the_sweep_inside_nnsight_traces_equals_the_local_exact_sweep(family, style, ablation, where):
     handle = tiny.handle(family, style=style)
     prompts, batch, corrupt = tiny_prompts(handle)
-    run = iv.record(handle, batch)
-    values = iv.replacement(ablation, iv.capture(handle, corrupt), len(prompts.pairs), seed=3)
+    run = handle.record_run(batch)
+    values = iv.replacement(ablation, handle.capture(corrupt), len(prompts.pairs), seed=3)
     prep = sq.Prepared(prompts, batch, run, values, prompts.answer_ids())
     components = iv.heads(handle) + iv.mlps(handle)
     local = sq.exact_sweep(handle, prep, components, ablation)
@@ -143,7 +143,7 @@ def test_the_sequences_analysis_on_ndif_equals_the_local_one_on_the_default_mode
     ("energy", lambda h: translation.run(h, translation.Settings(source="ta", target="hi", latent="zh", shots=2,
                                                                  energy=True, words=SMALL))),
     ("residual streams", lambda h: h.residuals(h.encode(["one two"]))),
-    ("hooked passes", lambda h: iv.capture(h, h.encode(["one two"]))),
+    ("hooked passes", lambda h: h.capture(h.encode(["one two"]))),
     ("gradients", lambda h: sq.run(h, sq.Settings(n=2, method="attribution"))),
 ])
 def test_what_ndif_cannot_bring_back_is_one_line_naming_what_to_use(what, call):

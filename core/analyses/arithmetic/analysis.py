@@ -22,7 +22,6 @@ from core.analyses.base import Settings as BaseSettings
 from core.errors import UserError
 from core.lens import LensResult, run_lens
 from core.lenses import LENS_NAMES, lens_for
-from core.models.backends import reductions_only
 from core.models.handle import ModelHandle
 from core.progress import Progress, part
 
@@ -129,7 +128,7 @@ def run(handle: ModelHandle, settings: Settings, progress: Progress | None = Non
     """The accuracy of every system in ``settings.systems`` and the layer profile (tracking the answer in
     every system) of the problems written in ``settings.lens_numerals``: the same problems for both."""
     settings.validate()
-    if reductions_only(handle):
+    if handle.reductions_only:
         raise UserError("arithmetic scores greedy answers, which are not generated on NDIF yet (NDIF runs the lens, "
                         "translation and the head sweep): use --backend local or nnsight")
     problems = generate_problems(settings)

@@ -7,10 +7,9 @@ from typing import TYPE_CHECKING
 
 from core.analyses.base import Settings as BaseSettings
 from core.errors import UserError
-from core.lens import LensResult
+from core.lens import LensResult, run_lens
 from core.lenses import LENS_NAMES, lens_for
 from core.tokens import single_token, token_str
-from core.models.backends import run_lens_on
 from core.models.handle import ModelHandle
 from core.progress import Progress
 
@@ -132,7 +131,7 @@ def run(handle: ModelHandle, settings: Settings, progress: Progress | None = Non
     tracked = [tracked_token(handle.tokenizer, text, handle.vocab_size) for text in settings.track]
     ids = [i for i, _ in tracked]
     positions = "all" if settings.all_positions else [settings.position]
-    lens = run_lens_on(handle, settings.prompt, positions=positions, top_k=settings.top_k, progress=progress,
+    lens = run_lens(handle, settings.prompt, positions=positions, top_k=settings.top_k, progress=progress,
                     targets=[ids] if ids else None, lens=reader, sublayer=settings.resolution == "sublayer")
     length = len(lens.tokens[0])
     if not -length <= settings.position < length:  # positions="all" does not check it

@@ -55,7 +55,7 @@ def attention_to_span(handle: ModelHandle, items: Sequence[Item], progress: Prog
         mask[row, pad + it.span[0]: pad + it.span[1]] = 1.0
     scores = np.zeros((handle.n_layers, handle.n_heads))
     for layer in range(handle.n_layers):
-        weights = iv.attention_pattern(handle, batch, layer)[:, :, -1, :]  # [batch, head, key]
+        weights = handle.attention_pattern(batch, layer)[:, :, -1, :]  # [batch, head, key]
         scores[layer] = (weights * mask[:, None, :]).sum(-1).mean(0).numpy()
         progress((layer + 1) / handle.n_layers, f"attention patterns: layer {layer + 1}/{handle.n_layers}")
     return scores
@@ -87,7 +87,7 @@ def retrieval_heads(handle: ModelHandle, items: Sequence[Item], top_k: int = 5, 
     ablate_progress = part(progress, 0.5, 1.0)
     for done, group in enumerate(groups.values(), start=1):
         batch = make_batch(handle, [it.ids for it in group])
-        run = iv.record(handle, batch)
+        run = handle.record_run(batch)
         answers = torch.tensor([it.answer[0] for it in group])
         p, top1 = answer_probs(handle, run.final, answers)
         full_p += float(p.sum())
@@ -96,7 +96,7 @@ def retrieval_heads(handle: ModelHandle, items: Sequence[Item], top_k: int = 5, 
             kind = ablation if len(group) > 1 else "zero"
             zero_ablated += len(group) if kind == "zero" and ablation != "zero" else 0
             values = iv.replacement(kind, run.activations, len(group))
-            finals = iv.run_variants(handle, run, values, variants)  # [variant, batch, d_model]
+            finals = handle.run_variants(run, values, variants)  # [variant, batch, d_model]
             p, top1 = answer_probs(handle, finals, answers.expand(len(variants), -1))
             sums += p.sum(1).numpy()
             hits += (top1 == answers).sum(1).numpy()

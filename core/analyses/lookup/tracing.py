@@ -110,10 +110,10 @@ def corrupt(handle: ModelHandle, ids: Sequence[int], subject: tuple[int, int], a
 
     first_block = handle.adapter.layers(handle.model)[0]
     with handle.lock:
-        clean = iv.record(handle, batch)
+        clean = handle.record_run(batch)
         hook = first_block.register_forward_pre_hook(add_noise, with_kwargs=True)  # before record's own: it sees the noise
         try:
-            noisy = iv.record(handle, batch)
+            noisy = handle.record_run(batch)
         finally:
             hook.remove()
     answer = torch.tensor([answer_id])

@@ -14,7 +14,6 @@ from core.analyses.sequences.heads import (
 )
 from core.analyses.sequences.sweep import (
     Prepared, SeqResult, SweepResult, attribution_sweep, exact_sweep, logit_diff, mean_logit_diffs, prepare, spearman,
-    token_logits,
 )
 from core.analyses.sequences.tasks import TASKS, TEMPLATES, PromptPair, PromptSet, Task, build_prompts, parse_pairs
 
@@ -23,5 +22,5 @@ __all__ = [
     "HeadInspection", "Prepared", "PromptPair", "PromptSet", "Result", "SeqResult", "Settings", "SuccessorScores",
     "SweepResult", "Task", "attribution_sweep", "build_prompts", "compare_circuits", "exact_sweep", "find_circuit",
     "inspect_head", "logit_diff", "mean_logit_diffs", "membership", "overlap", "parse_pairs", "prepare", "prune",
-    "run", "spearman", "successor_scores", "successor_tokens", "token_logits",
+    "run", "spearman", "successor_scores", "successor_tokens",
 ]

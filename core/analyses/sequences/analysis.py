@@ -19,7 +19,6 @@ from core.analyses.sequences.sweep import (
 from core.analyses.sequences.tasks import TASKS, TEMPLATES, build_prompts
 from core.errors import UserError
 from core.interventions import check_ablation
-from core.models.backends import NNsightHandle, reductions_only
 from core.models.handle import ModelHandle
 from core.progress import Progress, part
 
@@ -104,20 +103,21 @@ def run(handle: ModelHandle, settings: Settings, progress: Progress | None = Non
         budget_s: float = EXACT_BUDGET_S) -> Result:
     """Build the prompts and run ``settings.method`` (see ``Settings``); ``budget_s`` is "auto"'s budget.
 
-    Through nnsight (``--backend nnsight``) exact ablation runs inside nnsight traces; on NDIF (a reductions-only
-    handle) "ablation" and "auto" ablate every component exactly there, and attribution (gradients) is refused."""
+    On a backend without recorded runs (nnsight traces, here or on NDIF) "ablation" and "auto" ablate every
+    component exactly inside its traces (``handle.ablation_sweep``), and attribution (gradients) is refused."""
     settings.validate()
     method, top_k = settings.method, settings.top_k
-    if reductions_only(handle) and method in ("attribution", "both"):
-        raise UserError("attribution patching needs gradients, which NDIF does not bring back: use --method ablation "
-                        "(or auto) on NDIF, or --backend local or nnsight")
+    traced = not handle.supports("record_run")
+    if traced and method in ("attribution", "both"):
+        raise UserError(f"attribution patching needs gradients, which the {handle.backend_name} backend does not bring "
+                        "back: use --method ablation (or auto) there, or --backend local")
     report = part(progress, 0, 1)
     report(0.0, "building prompts")
     prompts = build_prompts(handle, settings)
     report(0.1, f"{len(prompts.pairs)} prompt pairs; clean and corrupted runs")
     every = iv.heads(handle) + iv.mlps(handle)
-    if reductions_only(handle):  # NDIF: no gradients come back, so every component is ablated exactly there
-        report(0.2, f"exact ablation of {len(every)} components in nnsight traces on NDIF")
+    if traced:  # nnsight / NDIF: no gradients come back, so every component is ablated exactly there
+        report(0.2, f"exact ablation of {len(every)} components in nnsight traces ({handle.backend_name})")
         exact = traced_sweep(handle, prompts, every, settings.ablation, settings.seed, progress=part(progress, 0.2, 1.0))
         report(1.0, "done")
         return Result(settings, SeqResult(prompts, exact, None, method="ablation"))
@@ -134,11 +134,7 @@ def run(handle: ModelHandle, settings: Settings, progress: Progress | None = Non
         if partial:
             components = checked_by_attribution(attribution, int(top_k or DEFAULT_TOP_K), settings.seed)
         report(0.2, f"exact ablation of {len(components)} components (estimated {prep.exact_cost_s(handle, components):.0f} s)")
-        if isinstance(handle, NNsightHandle):  # --backend nnsight: the ablations run inside nnsight traces
-            exact = traced_sweep(handle, prompts, components, settings.ablation, settings.seed,
-                                 progress=part(progress, 0.2, 1.0))
-        else:
-            exact = exact_sweep(handle, prep, components, settings.ablation, progress=part(progress, 0.2, 1.0))
+        exact = exact_sweep(handle, prep, components, settings.ablation, progress=part(progress, 0.2, 1.0))
     sweeps = SeqResult(prompts, exact, attribution, method=ran, exact_estimate_s=estimate)
     if exact is not None and attribution is not None:
         both = sweeps.comparison()

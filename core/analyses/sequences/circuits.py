@@ -78,7 +78,7 @@ def prune(handle: ModelHandle, prep: Prepared, threshold: float, include_mlps: b
                 # Prefix i removes candidates[:i+1] on top of everything removed so far: exactly what the
                 # sequential decision on candidates[i] evaluates if all before it were removed.
                 prefixes = [removed | set(candidates[: i + 1]) for i in range(len(candidates))]
-                diffs = mean_logit_diffs(handle, prep, iv.run_variants(handle, prep.run, prep.values, prefixes))
+                diffs = mean_logit_diffs(handle, prep, handle.run_variants(prep.run, prep.values, prefixes))
                 passes += 1
                 fail = next((i for i, d in enumerate(diffs) if d < floor), len(candidates))
                 for i, (c, d) in enumerate(zip(candidates[: fail + 1], diffs)):
@@ -88,7 +88,7 @@ def prune(handle: ModelHandle, prep: Prepared, threshold: float, include_mlps: b
                 candidates = candidates[fail + 1:]  # candidates[fail] stays; later ones need a new pass
         if not changed:
             break
-    final = float(mean_logit_diffs(handle, prep, iv.run_variants(handle, prep.run, prep.values, [removed]))[0])
+    final = float(mean_logit_diffs(handle, prep, handle.run_variants(prep.run, prep.values, [removed]))[0])
     every = iv.heads(handle) + iv.mlps(handle)
     return Circuit(
         task=prep.prompts.task, threshold=threshold, full_logit_diff=full, logit_diff=final,

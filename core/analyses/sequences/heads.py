@@ -11,7 +11,6 @@ import pandas as pd
 import torch
 
 from core import interventions as iv
-from core.analyses.sequences.sweep import token_logits
 from core.analyses.sequences.tasks import LETTERS, MONTHS, NUMBER_WORDS, ORDINALS, WEEKDAYS
 from core.cache import PerModel
 from core.errors import UserError
@@ -83,12 +82,12 @@ def _successor_scores(handle: ModelHandle, progress: Progress | None, layers_per
         raise UserError("none of the successor token sets has single tokens in this tokenizer")
     position = {t: i for i, t in enumerate(all_ids)}
     report(0.05, f"{len(all_ids)} tokens through the first MLP")
-    embedded = iv.after_first_mlp(handle, all_ids)
+    embedded = handle.after_first_mlp(all_ids)
     rows = []
     for first in range(0, handle.n_layers, layers_per_pass):
         layers = list(range(first, min(handle.n_layers, first + layers_per_pass)))
         report(0.1 + 0.9 * first / handle.n_layers, f"OV circuits of layers {layers[0]}–{layers[-1]}")
-        outputs = iv.head_outputs(handle, embedded, layers)  # [layer, head, token, d_model]
+        outputs = handle.head_ov(embedded, layers)  # [layer, head, token, d_model]
         for name, kept in sets.items():
             index = {member: k for k, (member, _) in enumerate(kept)}
             ids = torch.tensor([t for _, t in kept], dtype=torch.long)
@@ -100,7 +99,7 @@ def _successor_scores(handle: ModelHandle, progress: Progress | None, layers_per
                     continue
                 with torch.inference_mode():
                     x = outputs[li][:, source.to(outputs.device)]  # [head, set token, d_model]
-                    logits = token_logits(handle, x.reshape(-1, x.shape[-1]), ids).reshape(handle.n_heads, len(kept), len(kept))
+                    logits = handle.token_logits(x.reshape(-1, x.shape[-1]), ids).reshape(handle.n_heads, len(kept), len(kept))
                 best = logits.argmax(-1).cpu()
                 for head in range(handle.n_heads):
                     hits = sum(int(best[head, k] == succ) for k, succ in scored)
@@ -141,7 +140,7 @@ def head_attention(handle: ModelHandle, prompt: str, layer: int, head: int) -> t
     if not 0 <= head < handle.n_heads:
         raise UserError(f"head {head} does not exist: choose 0..{handle.n_heads - 1}")
     batch = handle.encode([prompt])
-    weights = iv.attention_pattern(handle, batch, layer)[0, head].numpy()
+    weights = handle.attention_pattern(batch, layer)[0, head].numpy()
     tokens = [token_str(handle.tokenizer, t) for t in batch.input_ids[0].tolist()]
     return tokens, weights
 

@@ -21,8 +21,6 @@ import torch
 from core import interventions as iv
 from core.analyses.sequences.tasks import PromptSet
 from core.interventions import Component
-from core.models.backends import NNsightHandle
-from core.models.backends.sweep import ablation_sweep
 from core.models.handle import ModelHandle
 from core.progress import Progress
 
@@ -30,37 +28,9 @@ from core.progress import Progress
 # -- metric ----------------------------------------------------------------------------------------------
 
 
-def token_logits(handle: ModelHandle, residual: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """Logits of chosen tokens from final residuals, differentiably: final norm, unembedding rows, soft cap.
-
-    ``residual`` [n, d_model]; ``ids`` [n, k] (per row) or [k] (shared) -> Float[Tensor, "n k"].
-    Only the k rows of the unembedding are used, not the whole vocabulary.
-    """
-    norm = handle.adapter.final_norm(handle.model)
-    unembed = handle.adapter.unembed(handle.model)
-    weight = getattr(unembed, "weight", None)
-    device = weight.device if weight is not None else residual.device
-    x = norm(residual.to(device))
-    ids = ids.to(device)
-    if weight is not None and weight.is_floating_point():
-        rows = weight[ids]
-        x = x.to(weight.dtype)
-        logits = (x @ rows.T if ids.ndim == 1 else torch.einsum("nd,nkd->nk", x, rows)).float()
-        bias = getattr(unembed, "bias", None)
-        if bias is not None:
-            logits = logits + bias[ids].float()
-    else:  # quantized unembedding: the whole row of logits, then pick
-        full = unembed(x).float()
-        logits = full[:, ids] if ids.ndim == 1 else full.gather(1, ids)
-    cap = handle.adapter.softcap(handle.model)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
-
-
 def logit_diff(handle: ModelHandle, residual: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
     """logit(correct) − logit(incorrect) per row: ``residual`` [n, d_model], ``answers`` [n, 2]."""
-    logits = token_logits(handle, residual, answers)
+    logits = handle.token_logits(residual, answers)
     return logits[:, 0] - logits[:, 1]
 
 
@@ -150,9 +120,9 @@ def prepare(handle: ModelHandle, prompts: PromptSet, ablation: str, seed: int = 
     on_cpu = handle.input_device.type == "cpu"
     clock = time.process_time if on_cpu else time.perf_counter
     started = clock()
-    run = iv.record(handle, batch)
+    run = handle.record_run(batch)
     middle = clock()
-    corrupt = iv.capture(handle, handle.encode(prompts.corrupt))
+    corrupt = handle.capture(handle.encode(prompts.corrupt))
     clean_seconds = min(middle - started, clock() - middle) / (max(1, torch.get_num_threads()) if on_cpu else 1)
     values = iv.replacement(ablation, corrupt, len(prompts.pairs), seed)
     return Prepared(prompts, batch, run, values, prompts.answer_ids(), clean_seconds)
@@ -170,7 +140,7 @@ def exact_sweep(handle: ModelHandle, prep: Prepared, components: list[Component]
                 progress: Progress | None = None, max_tokens: int = 4096) -> SweepResult:
     """Exact ablation of each component, many per batched pass."""
     start = time.perf_counter()
-    finals = iv.run_variants(handle, prep.run, prep.values, [[c] for c in components], max_tokens=max_tokens,
+    finals = handle.run_variants(prep.run, prep.values, [[c] for c in components], max_tokens=max_tokens,
                              progress=progress)
     full = float(mean_logit_diffs(handle, prep, prep.run.final.unsqueeze(0))[0])
     values = mean_logit_diffs(handle, prep, finals)
@@ -179,12 +149,12 @@ def exact_sweep(handle: ModelHandle, prep: Prepared, components: list[Component]
                        heads_df, mlps_df, time.perf_counter() - start)
 
 
-def traced_sweep(handle: NNsightHandle, prompts: PromptSet, components: list[Component], ablation: str, seed: int = 0,
+def traced_sweep(handle: ModelHandle, prompts: PromptSet, components: list[Component], ablation: str, seed: int = 0,
                  progress: Progress | None = None, max_tokens: int = 4096) -> SweepResult:
     """``exact_sweep`` through nnsight traces (here, or on NDIF): each component ablated inside a trace, only
-    the mean logit differences coming back (``core.models.backends.sweep``)."""
+    the mean logit differences coming back (``handle.ablation_sweep``)."""
     start = time.perf_counter()
-    traced = ablation_sweep(handle, handle.encode(prompts.clean), handle.encode(prompts.corrupt), prompts.answer_ids(),
+    traced = handle.ablation_sweep(handle.encode(prompts.clean), handle.encode(prompts.corrupt), prompts.answer_ids(),
                             [[c] for c in components], ablation, seed, max_tokens=max_tokens, progress=progress)
     heads_df, mlps_df = _frames(components, traced.ablated, traced.full)
     return SweepResult(handle.spec, prompts.task, "ablation", ablation, len(prompts.pairs), traced.full,
@@ -195,7 +165,7 @@ def attribution_sweep(handle: ModelHandle, prep: Prepared, ablation: str) -> Swe
     """Attribution patching: every head and MLP from one forward/backward pair on the clean prompts."""
     start = time.perf_counter()
     answers = prep.answers
-    est = iv.attribution(handle, prep.batch, prep.values, lambda final: logit_diff(handle, final, answers))
+    est = handle.attribution(prep.batch, prep.values, lambda final: logit_diff(handle, final, answers))
     full = float(est.metric.mean())
     components = iv.heads(handle) + iv.mlps(handle)
     values = [full + float(est.mlps[c.layer] if c.is_mlp else est.heads[c.layer, c.head]) for c in components]

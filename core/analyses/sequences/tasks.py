@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from core.errors import UserError
-from core.models.backends import reduced_lens, reductions_only
+from core.lens import run_lens
 from core.models.handle import ModelHandle
 
 if TYPE_CHECKING:
@@ -221,8 +221,8 @@ def parse_pairs(text: str) -> list[tuple[str, str, str, str]]:
 
 def _clean_check(handle: ModelHandle, prompts: list[str], ids: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each prompt: top-1 == correct, logit diff, p(correct), p(incorrect) -> (ok, logit_diff, p_correct)."""
-    if reductions_only(handle):  # NDIF: the last layer's reductions, logit diff = log p(correct) - log p(incorrect)
-        lens = reduced_lens(handle, prompts, top_k=1, targets=ids.tolist(), batch_size=32)
+    if handle.reductions_only:  # NDIF: the last layer's reductions, logit diff = log p(correct) - log p(incorrect)
+        lens = run_lens(handle, prompts, top_k=1, targets=ids.tolist(), batch_size=32)
         pc, pi = lens.target_probs[-1, :, 0, 0], lens.target_probs[-1, :, 0, 1]
         ok = (lens.top_ids[-1, :, 0, 0] == ids[:, 0].numpy()) & (pc > 2 * pi)
         return ok, np.log(np.maximum(pc, 1e-45)) - np.log(np.maximum(pi, 1e-45)), pc

@@ -23,7 +23,7 @@ from core.analyses.base import Settings as BaseSettings
 from core.analyses.translation.prompts import MAX_SHOTS, SLOTS, TASKS, plan_words
 from core.analyses.translation.wordlist import LANGUAGES, WordList, language, load_words, scripts_in
 from core.errors import UserError
-from core.lens import LensResult
+from core.lens import LensResult, run_lens
 from core.lenses import LENS_NAMES, lens_for
 
 # Why the page defaults to the logit lens: tuned-lens's maintainers advise against tuned lenses for latent-language
@@ -31,7 +31,6 @@ from core.lenses import LENS_NAMES, lens_for
 LENS_ADVICE = ("The logit lens is the default here: the tuned lens's maintainers advise against it for latent-language "
                "questions, since translators trained on mostly English text can pull middle layers toward English "
                "(tuned-lens #136).")
-from core.models.backends import run_lens_on
 from core.models.handle import ModelHandle
 from core.progress import Progress, part
 
@@ -247,7 +246,7 @@ def _lens_by_length(handle: ModelHandle, prompts: list[str], progress, **kwargs)
     lengths = [len(handle.tokenizer(p)["input_ids"]) for p in prompts]
     order = np.argsort(lengths, kind="stable")
     sets = kwargs.pop("token_sets", None)
-    result = run_lens_on(
+    result = run_lens(
         handle, [prompts[i] for i in order], token_sets=None if sets is None else [sets[i] for i in order],
         progress=progress, **kwargs,
     )
@@ -368,7 +367,7 @@ def drill_down(handle: ModelHandle, result: Result, word: int, top_k: int = 10) 
     if not 0 <= word < result.n_words:
         raise UserError(f"word {word} is not one of the {result.n_words} words of this run")
     prompt = result.words["prompt"].iloc[word]
-    lens = run_lens_on(handle, prompt, positions="all", top_k=top_k, lens=lens_for(handle, result.settings.lens))
+    lens = run_lens(handle, prompt, positions="all", top_k=top_k, lens=lens_for(handle, result.settings.lens))
     last = len(lens.positions[0]) - 1
     rows = []
     for layer in lens.layers:

@@ -18,7 +18,7 @@ def test_pruned_circuit_is_within_the_threshold_and_stable(llama):
     removed = set(iv.heads(llama)) - set(circuit.heads)
     assert removed, "a random model's heads should not all be needed"
     # stable: removing any remaining head now drops below the floor
-    finals = iv.run_variants(llama, prep.run, prep.values, [removed | {c} for c in circuit.heads])
+    finals = llama.run_variants(prep.run, prep.values, [removed | {c} for c in circuit.heads])
     assert np.all(sq.mean_logit_diffs(llama, prep, finals) < floor)
     assert circuit.steps["removed"].sum() == len(removed)
     with_mlps = sq.prune(llama, prep, threshold=30, include_mlps=True)

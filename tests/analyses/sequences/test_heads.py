@@ -27,8 +27,8 @@ def test_successor_scores_on_a_tiny_model():
     assert scored["score"].between(0, 1).all()
     assert (scores.frame.loc[scores.frame["token_set"] == "weekdays", "n_tokens"] == 6).all()
     # Recompute one head's weekday score by hand from the interventions' primitives.
-    out = iv.head_outputs(handle, iv.after_first_mlp(handle, ids), [1])[0, 2]
-    best = sq.token_logits(handle, out, torch.tensor(ids)).argmax(-1)
+    out = handle.head_ov(handle.after_first_mlp(ids), [1])[0, 2]
+    best = handle.token_logits(out, torch.tensor(ids)).argmax(-1)
     expected = float((best[:-1] == torch.arange(1, 7)).float().mean())
     row = scores.frame[(scores.frame["layer"] == 1) & (scores.frame["head"] == 2) & (scores.frame["token_set"] == "weekdays")]
     assert row["score"].iloc[0] == pytest.approx(expected)

@@ -17,8 +17,8 @@ def test_token_logits_equal_the_models_logits(family, style):
     full = handle.logits(batch)[:, -1]  # with Gemma 3's final soft cap
     final = handle.residuals(batch)[-1][:, -1]
     ids = torch.tensor([[5, 9, 17], [3, 3, 40]])
-    assert torch.allclose(sq.token_logits(handle, final, ids), full.gather(1, ids), atol=1e-4)
-    assert torch.allclose(sq.token_logits(handle, final, torch.tensor([7, 8])), full[:, [7, 8]], atol=1e-4)
+    assert torch.allclose(handle.token_logits(final, ids), full.gather(1, ids), atol=1e-4)
+    assert torch.allclose(handle.token_logits(final, torch.tensor([7, 8])), full[:, [7, 8]], atol=1e-4)
 
 
 def test_exact_sweep_is_the_logit_difference_after_each_removal(llama):
@@ -29,7 +29,7 @@ def test_exact_sweep_is_the_logit_difference_after_each_removal(llama):
     assert result.full_logit_diff == pytest.approx(float((full[:, prep.answers[:, 0]].diag() - full[:, prep.answers[:, 1]].diag()).mean()), abs=1e-4)
     assert len(result.heads) == 12 and len(result.mlps) == 3
     for c in (iv.Component(1, 2), iv.Component(2)):
-        final = iv.forward_with(llama, prep.batch, prep.values, [c])
+        final = llama.forward_with(prep.batch, prep.values, [c])
         expected = float(sq.logit_diff(llama, final, prep.answers).mean().detach())
         table = result.mlps if c.is_mlp else result.heads
         row = table[table["component"] == c.label].iloc[0]

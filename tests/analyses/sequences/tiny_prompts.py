@@ -21,6 +21,6 @@ def tiny_prompts(handle, n=4, length=6):
 
 def prepared(handle, ablation="mean"):
     prompts, batch, corrupt = tiny_prompts(handle)
-    run = iv.record(handle, batch)
-    values = iv.replacement(ablation, iv.capture(handle, corrupt), len(prompts.pairs))
+    run = handle.record_run(batch)
+    values = iv.replacement(ablation, handle.capture(corrupt), len(prompts.pairs))
     return sq.Prepared(prompts, batch, run, values, prompts.answer_ids())

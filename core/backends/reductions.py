@@ -3,8 +3,9 @@
 ``lens_reductions`` decodes every layer's residual at chosen positions inside one trace and saves top-k ids
 and probabilities, entropy, KL to the final layer, tracked tokens' probabilities and ranks and token-set
 probabilities: never a layer x vocab tensor. ``reduced_lens`` is ``core.lens.run_lens`` on top of it (the
-same ``LensResult``), and ``run_lens_on(handle, ...)`` picks between the two, so an analysis written against
-``run_lens`` runs on NDIF unchanged when what it asks for is one of these reductions.
+same ``LensResult``): the nnsight backend's ``reduced_lens`` operation, which ``run_lens`` itself calls on a
+reductions-only handle, so every analysis written against ``run_lens`` runs on NDIF unchanged when what it asks
+for is one of these reductions.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ import numpy as np
 import torch
 
 from core.errors import UserError
-from core.models.backends.nnsight_backend import NNsightHandle, reductions_only
+from core.backends.nnsight_backend import nnsight_backend
+from core.lens import LensResult, checked_request
 from core.models.handle import Batch, ModelHandle
+from core.tokens import token_str
+from core.interventions.hooks import model_inputs
 from core.progress import Progress
 
 LN2 = float(np.log(2.0))
@@ -67,14 +71,14 @@ def _padded_sets(per_prompt: Sequence[Sequence[Collection[int]]]) -> tuple[torch
     return ids, mask
 
 
-def lens_reductions(handle: NNsightHandle, prompts: Sequence[str], top_k: int = 5,
+def lens_reductions(handle: ModelHandle, prompts: Sequence[str], top_k: int = 5,
                     token_sets: Sequence[Sequence[int]] = (), *, positions: Sequence[int] = (-1,),
                     targets: Sequence[Sequence[int]] | None = None,
                     prompt_sets: Sequence[Sequence[Collection[int]]] | None = None) -> LensReductions:
     """Decode every layer at ``positions`` (of every prompt; negative counts from the end) inside one trace
     and save only its reductions. ``token_sets``: sets shared by every prompt; ``prompt_sets[p]``: prompt p's
     own sets (the same number each); ``targets[p]``: ids whose probability and rank prompt p tracks."""
-    _, layers, norm, unembed = handle._traced()
+    _, layers, norm, unembed = nnsight_backend(handle).traced(handle)
     batch = handle.encode(prompts)
     return _reduce(handle, batch, layers, norm, unembed, top_k, _index(batch, positions), targets,
                    prompt_sets if prompt_sets is not None else [list(token_sets)] * len(prompts))
@@ -89,7 +93,8 @@ def _index(batch: Batch, positions: Sequence[int]) -> torch.Tensor:
 
 
 def _reduce(handle, batch, layers, norm, unembed, top_k, index, targets, prompt_sets) -> LensReductions:
-    cap = handle.adapter.softcap(handle.model)
+    cap = handle.weights.softcap
+    scale = handle.weights.logit_scale
     d_model = handle.d_model
     target_ids = None if targets is None else torch.tensor([list(map(int, t)) for t in targets], dtype=torch.long)
     set_ids, set_mask = _padded_sets(prompt_sets) if prompt_sets and len(prompt_sets[0]) else (None, None)
@@ -98,8 +103,9 @@ def _reduce(handle, batch, layers, norm, unembed, top_k, index, targets, prompt_
     # numbers and envoys (no project function), and saves only reductions. Only saved names come back, so
     # what may not be computed is bound before the block.
     target_probs = target_ranks = set_probs = None
-    with handle.lock, torch.inference_mode(), handle.remote_errors():
-        with handle.trace(handle._inputs(batch)):
+    backend = nnsight_backend(handle)
+    with handle.lock, torch.inference_mode(), backend.remote_errors():
+        with backend.trace(handle, model_inputs(handle, batch)):
             gather = index[:, :, None].expand(-1, -1, d_model)
             first = layers[0].input
             hidden = [first.gather(1, gather.to(first.device))]
@@ -109,6 +115,8 @@ def _reduce(handle, batch, layers, norm, unembed, top_k, index, targets, prompt_
                 hidden.append(out.gather(1, gather.to(out.device)))
             residual = torch.stack([h.to(hidden[-1].device) for h in hidden])  # [layer, batch, slot, d_model]
             logits = unembed(norm(residual)).float()  # [layer, batch, slot, vocab]: never saved
+            if scale != 1.0:
+                logits = logits * scale
             if cap:
                 logits = torch.tanh(logits / cap) * cap
             logp = torch.log_softmax(logits, dim=-1)
@@ -133,7 +141,7 @@ def _reduce(handle, batch, layers, norm, unembed, top_k, index, targets, prompt_
 
 
 def reduced_lens(
-    handle: NNsightHandle,
+    handle: ModelHandle,
     prompts: str | Sequence[str],
     *,
     positions: Sequence[int] | str = (-1,),
@@ -148,8 +156,6 @@ def reduced_lens(
 ):
     """``core.lens.run_lens`` from reductions only (same arguments, same ``LensResult``): the logit lens at
     chosen positions; every position, sub-layer rows, the energy and the tuned lens are one-line errors."""
-    from core.lens import LensResult, checked_request
-
     if isinstance(positions, str):
         raise UserError("NDIF brings back the lens at chosen positions only (the last by default), not at every "
                         "position: ask for a position, or use --backend local or nnsight for the whole prompt")
@@ -162,7 +168,7 @@ def reduced_lens(
         raise UserError(f"NDIF runs the logit lens only (the {lens.name} lens's translators stay here): use "
                         "--lens logit, or --backend local or nnsight")
     prompts = checked_request(handle, prompts, top_k, targets, token_sets, batch_size)
-    _, layers, norm, unembed = handle._traced()
+    _, layers, norm, unembed = nnsight_backend(handle).traced(handle)
     parts, token_ids, wanted = [], [], []
     for start in range(0, len(prompts), max(1, batch_size)):
         chunk = slice(start, start + batch_size)
@@ -183,7 +189,6 @@ def reduced_lens(
         return None if values[0] is None else torch.cat([v.detach().cpu() for v in values], dim=1).numpy()
 
     tokenizer = handle.tokenizer
-    from core.tokens import token_str
 
     top_ids = cat("top_ids")
     return LensResult(
@@ -196,12 +201,3 @@ def reduced_lens(
         target_probs=cat("target_probs"), target_ranks=cat("target_ranks"), set_probs=cat("set_probs"),
         extras={} if targets is None else {"target_ids": [list(map(int, t)) for t in targets]},
     )
-
-
-def run_lens_on(handle: ModelHandle, prompts, **kwargs):
-    """``core.lens.run_lens``, or ``reduced_lens`` on a handle that brings back reductions only (NDIF)."""
-    if reductions_only(handle):
-        return reduced_lens(handle, prompts, **kwargs)
-    from core.lens import run_lens
-
-    return run_lens(handle, prompts, **kwargs)

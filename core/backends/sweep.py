@@ -11,29 +11,19 @@ activation ever leaves the server. On NDIF every trace runs inside one session: 
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass
 from typing import Collection, Sequence
 
-import numpy as np
 import torch
 
 from core.errors import UserError
-from core.models.backends.nnsight_backend import NNsightHandle
-from core.models.handle import Batch
+from core.backends.nnsight_backend import nnsight_backend
+from core.interventions import SweepNumbers, check_ablation
+from core.interventions.sweep import check_pairs
+from core.models.handle import Batch, ModelHandle
 from core.progress import Progress
 
 
-@dataclass
-class TracedSweep:
-    """``full``: the mean logit difference of the clean prompts; ``ablated[i]``: with ``variants[i]`` ablated."""
-
-    full: float
-    ablated: np.ndarray  # [variant]
-    n_traces: int
-    saved_bytes: int  # what came back
-
-
-def _masks(handle: NNsightHandle, chunk: Sequence[Collection]) -> tuple[torch.Tensor, torch.Tensor]:
+def _masks(handle: ModelHandle, chunk: Sequence[Collection]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per layer, which copy (0 = clean) ablates which heads ([layer, copy, head] bool) and its MLP ([layer, copy])."""
     heads = torch.zeros(handle.n_layers, len(chunk) + 1, handle.n_heads, dtype=torch.bool)
     mlps = torch.zeros(handle.n_layers, len(chunk) + 1, dtype=torch.bool)
@@ -48,24 +38,23 @@ def _masks(handle: NNsightHandle, chunk: Sequence[Collection]) -> tuple[torch.Te
     return heads, mlps
 
 
-def ablation_sweep(handle: NNsightHandle, clean: Batch, corrupt: Batch, answers: torch.Tensor,
+def ablation_sweep(handle: ModelHandle, clean: Batch, corrupt: Batch, answers: torch.Tensor,
                    variants: Sequence[Collection], ablation: str = "mean", seed: int = 0, *,
-                   max_tokens: int = 4096, progress: Progress | None = None) -> TracedSweep:
+                   max_tokens: int = 4096, progress: Progress | None = None) -> SweepNumbers:
     """The mean logit difference (``answers`` [prompt, 2]: correct, incorrect) with each variant's components
     replaced (``ablation``: mean, zero or resample of the corrupted prompts), from nnsight traces."""
-    from core.interventions import check_ablation
-
     check_ablation(ablation)
+    check_pairs(clean, corrupt)
     n, positions = clean.input_ids.shape
-    if len(set(clean.lengths) | set(corrupt.lengths)) != 1 or corrupt.input_ids.shape[1] != positions:
-        raise UserError("clean and corrupted prompts must all have the same token length: ablation compares "
-                        "positions one to one")
     n_corrupt = corrupt.input_ids.shape[0]
     resample = torch.randint(n_corrupt, (n,), generator=torch.Generator().manual_seed(seed)) if ablation == "resample" else None
-    wrapped, layers, norm, unembed = handle._traced()
-    projs = handle.envoys([handle.adapter.attn_out_proj(layer) for layer in handle.adapter.layers(handle.model)])
-    mlp_envoys = handle.envoys([handle.adapter.mlp(layer) for layer in handle.adapter.layers(handle.model)])
-    cap = handle.adapter.softcap(handle.model)
+    backend = nnsight_backend(handle)
+    wrapped, layers, norm, unembed = backend.traced(handle)
+    blocks = handle.adapter.layers(handle.model)
+    projs = backend.envoys(handle, [handle.adapter.attn_out_proj(layer) for layer in blocks])
+    mlp_envoys = backend.envoys(handle, [handle.adapter.mlp(layer) for layer in blocks])
+    cap = handle.weights.softcap
+    scale = handle.weights.logit_scale
     unembed_module = handle.adapter.unembed(handle.model)
     rows_only = getattr(unembed_module, "bias", None) is None and getattr(unembed_module, "weight", None) is not None \
         and unembed_module.weight.dtype.is_floating_point
@@ -79,11 +68,11 @@ def ablation_sweep(handle: NNsightHandle, clean: Batch, corrupt: Batch, answers:
     # Everything inside the session block is shipped to NDIF as source: tensors, numbers and envoys only.
     import nnsight
 
-    remote = handle.remote
+    remote = backend.remote
     session = wrapped.session(remote=remote) if remote else nullcontext()
     report = None if remote else progress  # nothing is reported from inside one remote request
     means = []
-    with handle.lock, torch.inference_mode(), handle.remote_errors():
+    with handle.lock, torch.inference_mode(), backend.remote_errors():
         with session:
             for head_mask, mlp_mask in masks:
                 copies = head_mask.shape[1]
@@ -120,6 +109,8 @@ def ablation_sweep(handle: NNsightHandle, clean: Batch, corrupt: Batch, answers:
                         picked = torch.einsum("nd,nkd->nk", x.to(weight.dtype), weight[ids]).float()
                     else:
                         picked = unembed(x).float().gather(1, answer_ids.to(x.device).repeat(copies, 1))
+                    if scale != 1.0:
+                        picked = picked * scale
                     if cap:
                         picked = torch.tanh(picked / cap) * cap
                     means.append((picked[:, 0] - picked[:, 1]).reshape(copies, n).mean(1).save())
@@ -128,6 +119,6 @@ def ablation_sweep(handle: NNsightHandle, clean: Batch, corrupt: Batch, answers:
             if remote:  # a list built in the session comes back only when saved itself
                 means = nnsight.save(means)
     values = [m.detach().float().cpu() for m in means]
-    return TracedSweep(full=float(values[0][0]), ablated=torch.cat([v[1:] for v in values]).numpy()[: len(variants)],
+    return SweepNumbers(full=float(values[0][0]), ablated=torch.cat([v[1:] for v in values]).numpy()[: len(variants)],
                        n_traces=len(masks), saved_bytes=sum(v.numel() * v.element_size() for v in values))
 
