@@ -10,7 +10,7 @@ from core.analyses.train.background import start
 from core.analyses.train.checkpoint import list_checkpoints
 from core.analyses.train.corpora import corpus_names, decode_text, describe_corpus
 from core.analyses.train.generate import sample_text
-from core.analyses.train.model import POSITIONAL_KINDS, TinyLMConfig
+from core.models.tinylm import POSITIONAL_KINDS, TinyLMConfig
 from core.analyses.train.tokenization import DEFAULT_BPE_VOCAB
 from core.analyses.train.trainer import TrainConfig
 from core.errors import UserError

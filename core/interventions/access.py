@@ -9,7 +9,7 @@ import torch
 
 from core.errors import UserError
 from core.interventions.attention import eager_attention
-from core.interventions.hooks import Stop, first_tensor, output_tensor, removing, run_body
+from core.interventions.hooks import Stop, first_tensor, removing, run_body
 from core.interventions.sites import (
     add_edit_hooks, add_final_hook, add_read_hooks, add_resid_mid_hooks, add_stop_hook,
 )
@@ -38,12 +38,13 @@ def _recording(store: dict, sites: Sequence[Site]) -> Recording:
 
 
 def record(handle: ModelHandle, batch: Batch, sites: Sequence[Site], index: torch.Tensor | None = None,
-           edits: Sequence[Edit] = ()) -> Recording:
-    """``ModelHandle.record``: one pass, stopped after the last layer a site or an edit needs."""
+           edits: Sequence[Edit] = (), norms_at: tuple[int, int] | None = None) -> Recording:
+    """``ModelHandle.record``: one pass, stopped after the last layer a site or an edit needs (run to the end when
+    the norms are frozen too: ``norms_at`` = (row, padded position) -> ``Recording.norms``)."""
     sites = list(dict.fromkeys(sites))
-    if not sites:
+    if not sites and norms_at is None:
         raise UserError("nothing to record: name at least one site")
-    last = max([s.layer for s in sites])
+    last = handle.n_layers - 1 if norms_at is not None else max(s.layer for s in sites)
     store: dict = {}
     patterns = any(s.kind == "pattern" for s in sites)
     with handle.lock, torch.inference_mode(), eager_attention(handle, patterns), removing([]) as hooks:
@@ -52,11 +53,15 @@ def record(handle: ModelHandle, batch: Batch, sites: Sequence[Site], index: torc
             add_final_hook(handle, store, hooks)
         else:
             add_stop_hook(handle, last, hooks)
+        posts = _post_norm_hooks(handle, norms_at, store, hooks) if norms_at is not None else None
         try:
             run_body(handle, batch)
         except Stop:
             pass
-    return _recording(store, sites)
+    out = _recording(store, sites)
+    if norms_at is not None:
+        out.norms = _frozen(handle, posts, store, norms_at)
+    return out
 
 
 def run_with_edits(handle: ModelHandle, batch: Batch, edits: Sequence[Edit], read: Sequence[Site] = ()) -> Recording:
@@ -109,31 +114,35 @@ def gradients(handle: ModelHandle, batch: Batch, sites: Sequence[Site], metric: 
     return Gradients(per_prompt.detach(), values, out)
 
 
-def frozen_norms(handle: ModelHandle, batch: Batch, position: int, row: int = 0) -> FrozenNorms:
-    """``ModelHandle.frozen_norms``: the final norm and every post-norm frozen at prompt ``row``, padded ``position``."""
-    layers = handle.adapter.layers(handle.model)
-    seen: dict = {}
-    posts = {"attn": [handle.weights.attn_post_norm(i) for i in range(len(layers))],
-             "mlp": [handle.weights.mlp_post_norm(i) for i in range(len(layers))]}
+def _post_norm_hooks(handle: ModelHandle, at: tuple[int, int], store: dict, hooks: list) -> dict:
+    """Hooks keeping each post-norm's input at ``at`` = (row, padded position); -> the post-norm modules by kind."""
+    row, position = at
+    n = handle.n_layers
+    posts = {"attn": [handle.weights.attn_post_norm(i) for i in range(n)],
+             "mlp": [handle.weights.mlp_post_norm(i) for i in range(n)]}
 
     def keep(key):
         def hook(module, args, kwargs):
-            seen[key] = first_tensor(args, kwargs)[0][row, position].detach().clone()
+            store[key] = first_tensor(args, kwargs)[0][row, position].detach().clone()
         return hook
 
-    with handle.lock, torch.inference_mode(), removing([]) as hooks:
-        def keep_final(module, args, output):
-            seen["final", 0] = output_tensor(output)[row, position].detach().clone()
+    for kind, modules in posts.items():
+        for i, module in enumerate(modules):
+            if module is not None:
+                hooks.append(module.register_forward_pre_hook(keep(("post_in", kind, i)), with_kwargs=True))
+    return posts
 
-        hooks.append(layers[-1].register_forward_hook(keep_final))
-        for kind, modules in posts.items():
-            for i, module in enumerate(modules):
-                if module is not None:
-                    hooks.append(module.register_forward_pre_hook(keep((kind, i)), with_kwargs=True))
-        run_body(handle, batch)
-    final = freeze_norm(handle.adapter.final_norm(handle.model), seen["final", 0].cpu())
+
+def _frozen(handle: ModelHandle, posts: dict, store: dict, at: tuple[int, int]) -> FrozenNorms:
+    row, position = at
+    final = store["final"][row, position].detach().clone()
     return FrozenNorms(
-        final=final,
-        attn_post=[None if m is None else freeze_norm(m, seen["attn", i].cpu()) for i, m in enumerate(posts["attn"])],
-        mlp_post=[None if m is None else freeze_norm(m, seen["mlp", i].cpu()) for i, m in enumerate(posts["mlp"])],
+        final=freeze_norm(handle.adapter.final_norm(handle.model), final.cpu()),
+        attn_post=[None if m is None else freeze_norm(m, store["post_in", "attn", i].cpu()) for i, m in enumerate(posts["attn"])],
+        mlp_post=[None if m is None else freeze_norm(m, store["post_in", "mlp", i].cpu()) for i, m in enumerate(posts["mlp"])],
     )
+
+
+def frozen_norms(handle: ModelHandle, batch: Batch, position: int, row: int = 0) -> FrozenNorms:
+    """``ModelHandle.frozen_norms``: the final norm and every post-norm frozen at prompt ``row``, padded ``position``."""
+    return record(handle, batch, [], norms_at=(row, position)).norms

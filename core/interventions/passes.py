@@ -10,13 +10,11 @@ from core.models.handle import Batch, ModelHandle
 
 def residuals(handle: ModelHandle, batch: Batch, index: torch.Tensor | None = None, sublayer: bool = False) -> torch.Tensor:
     """``ModelHandle.residuals``: hooks on the decoder layers, one pass, no autograd."""
-    from core.interventions.sites import residual_scale
-
     layers = handle.adapter.layers(handle.model)
     per_block = 2 if sublayer else 1
     captured: list[torch.Tensor | None] = [None] * (per_block * len(layers) + 1)
     block_inputs: list[torch.Tensor | None] = [None] * len(layers)
-    scale = residual_scale(handle)
+    scale = handle.weights.residual_scale
 
     def keep(hidden: torch.Tensor) -> torch.Tensor:
         if index is None:
@@ -59,7 +57,7 @@ def residuals(handle: ModelHandle, batch: Batch, index: torch.Tensor | None = No
     return torch.stack([c.to(device) for c in captured])
 
 
-def decode(handle: ModelHandle, residual: torch.Tensor, differentiable: bool = False) -> torch.Tensor:
+def decode(handle: ModelHandle, residual: torch.Tensor, differentiable: bool = False, softcap: bool = True) -> torch.Tensor:
     """``ModelHandle.decode``: final norm + unembedding (+ logit scale, + soft cap), float32."""
     norm = handle.adapter.final_norm(handle.model)
     unembed = handle.adapter.unembed(handle.model)
@@ -74,7 +72,7 @@ def decode(handle: ModelHandle, residual: torch.Tensor, differentiable: bool = F
         if scale != 1.0:
             logits = logits * scale
         cap = handle.adapter.softcap(handle.model)
-        if cap:
+        if cap and softcap:
             logits = torch.tanh(logits / cap) * cap
     return logits
 

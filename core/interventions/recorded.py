@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 
 from core.interventions.components import Activations
-from core.interventions.hooks import capturing, removing, run_body, same_length, stacked
+from core.interventions.hooks import capturing, first_tensor, removing, run_body, same_length, stacked
 from core.interventions.sites import add_edit_hooks
 from core.models.handle import Batch, ModelHandle
 from core.models.sites import Edit
@@ -29,6 +29,11 @@ class CleanRun:
     calls: list[tuple[tuple, dict]]
     activations: Activations
     final: torch.Tensor
+
+    @property
+    def inputs(self) -> list[torch.Tensor]:
+        """The residual stream entering each block, Float[Tensor, "batch pos d_model"] per layer."""
+        return [first_tensor(args, kwargs)[0] for args, kwargs in self.calls]
 
 
 def record(handle: ModelHandle, batch: Batch, edits: Sequence[Edit] = ()) -> CleanRun:

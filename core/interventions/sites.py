@@ -20,12 +20,6 @@ from core.models.handle import ModelHandle
 from core.models.sites import Edit, Site, apply_edit
 
 
-def residual_scale(handle: ModelHandle) -> float:
-    """What a block multiplies its attention and MLP outputs by before adding them (Granite's residual multiplier)."""
-    scale = getattr(handle.adapter, "residual_scale", None)
-    return float(scale(handle.model)) if callable(scale) else 1.0
-
-
 @dataclass(frozen=True)
 class Place:
     """A site's module and hook kind: ``pre`` (its input) or ``post`` (its output); ``view``/``unview`` turn the
@@ -52,7 +46,7 @@ def place(handle: ModelHandle, site: Site) -> Place:
         return Place(block, False, _same, _same)
     if kind in ("attn_out", "mlp_out"):
         module = adapter.attn_branch(block) if kind == "attn_out" else adapter.mlp_branch(block)
-        scale = residual_scale(handle)
+        scale = handle.weights.residual_scale
         if scale == 1.0:
             return Place(module, False, _same, _same)
         return Place(module, False, lambda t: t * scale, lambda t: t / scale)
@@ -147,7 +141,7 @@ def add_resid_mid_hooks(handle: ModelHandle, sites: Sequence[Site], store: dict,
                         index: torch.Tensor | None = None) -> None:
     """``resid_mid``: the block input plus what its attention adds (parallel blocks: the same sum)."""
     inputs: dict[int, torch.Tensor] = {}
-    scale = residual_scale(handle)
+    scale = handle.weights.residual_scale
     layers = handle.adapter.layers(handle.model)
     for site in sites:
         def keep_input(module, args, kwargs, layer=site.layer):

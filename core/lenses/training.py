@@ -85,12 +85,14 @@ def collect(handle: ModelHandle, windows: list[list[int]], progress: Progress = 
 
 def _decode_subset(handle: ModelHandle, h: torch.Tensor, unembed_rows: torch.Tensor, unembed_bias) -> torch.Tensor:
     """Final norm + the unembedding rows of S (+ soft cap): [..., d] -> [..., |S|], differentiable."""
-    norm = handle.adapter.final_norm(handle.model)
+    norm = handle.weights.final_norm()
     frozen = {name: value.detach() for name, value in norm.named_parameters()}  # the model gets no gradients
     logits = torch.func.functional_call(norm, frozen, (h.to(unembed_rows.dtype),)) @ unembed_rows.T
     if unembed_bias is not None:
         logits = logits + unembed_bias
-    cap = handle.adapter.softcap(handle.model)
+    if handle.weights.logit_scale != 1.0:
+        logits = logits * handle.weights.logit_scale
+    cap = handle.weights.softcap
     return torch.tanh(logits / cap) * cap if cap else logits
 
 
@@ -122,9 +124,8 @@ def _prepare(handle: ModelHandle, texts: list[str], options: TrainingOptions, re
     if n_tokens < 256:
         raise UserError(f"the training text gives only {n_tokens} tokens: a tuned lens needs at least 256")
     h = collect(handle, windows, part(report, 0.0, 0.35))  # [L+1, T, d]
-    unembed = handle.adapter.unembed(handle.model)
-    weight = unembed.weight.detach()
-    bias = getattr(unembed, "bias", None)
+    weight = handle.weights.unembedding()
+    bias = handle.weights.unembedding_bias()
 
     report(0.35, "the final distribution's top tokens")
     tops, finals = [], []

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.cache import PerModel
 from core.errors import UserError
 from core.lenses.base import LENS_NAMES, Lens
 from core.models.gguf_cache import cache_home
@@ -33,19 +32,18 @@ CONFIG, PARAMS = "config.json", "params.pt"
 LENS_TYPE = "linear_tuned_lens"
 
 
-_HASHES = PerModel()
 
 
 def unembed_hash(handle: ModelHandle) -> str:
     """tuned-lens's fingerprint of a model: sha256 of numpy's 1-decimal summary of the unembedding."""
 
     def compute() -> str:
-        weight = handle.adapter.unembed(handle.model).weight.detach()
+        weight = handle.weights.unembedding(packed_ok=True)
         with np.printoptions(threshold=1000, edgeitems=3):  # numpy's defaults: the corners of the matrix
             text = np.array_str(weight.float().cpu().numpy(), precision=1)
         return hashlib.sha256(text.encode()).hexdigest()
 
-    return _HASHES.get(handle.model, "unembed_hash", compute)
+    return handle.cached("tuned_lens.unembed_hash", compute)
 
 
 def default_lens_dir(handle: ModelHandle) -> Path:

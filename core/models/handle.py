@@ -276,10 +276,11 @@ class ModelHandle:
         """
         return self._op("residuals")(self, batch, index, sublayer)
 
-    def decode(self, residual: torch.Tensor, differentiable: bool = False) -> torch.Tensor:
+    def decode(self, residual: torch.Tensor, differentiable: bool = False, softcap: bool = True) -> torch.Tensor:
         """Final norm + unembedding (+ logit scale, + soft cap) of residual vectors [..., d_model] ->
-        Float[Tensor, "... vocab"] (float32). ``differentiable`` keeps the graph (the weights get no gradient)."""
-        return self._op("decode")(self, residual, differentiable)
+        Float[Tensor, "... vocab"] (float32). ``differentiable`` keeps the graph; ``softcap=False`` gives the
+        logits before the soft cap (what direct logit attribution splits)."""
+        return self._op("decode")(self, residual, differentiable, softcap)
 
     def token_logits(self, residual: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Logits of chosen tokens only, differentiably: ``residual`` [n, d_model]; ``ids`` [n, k] per row or [k]
@@ -297,11 +298,13 @@ class ModelHandle:
         return self._op("generate")(self, batch, max_new_tokens, stop, kv_cache)
 
     def record(self, batch: Batch, sites: Sequence[Site], *, index: torch.Tensor | None = None,
-               edits: Sequence[Edit] = ()) -> Recording:
+               edits: Sequence[Edit] = (), norms_at: tuple[int, int] | None = None) -> Recording:
         """One pass (no gradient) recording each of ``sites`` (shapes in ``core.models.sites``), with ``edits``
         applied. ``index`` [batch, slot] keeps only those padded positions of position-indexed sites. The pass
-        stops after the last layer it needs; ``Recording.final`` is set when it ran to the end."""
-        return self._op("record")(self, batch, sites, index, edits)
+        stops after the last layer it needs; ``Recording.final`` is set when it ran to the end. ``norms_at`` =
+        (row, padded position) also freezes every norm there, in the same pass (``Recording.norms``:
+        ``FrozenNorms``)."""
+        return self._op("record")(self, batch, sites, index, edits, norms_at)
 
     def run_with_edits(self, batch: Batch, edits: Sequence[Edit], *, read: Sequence[Site] = ()) -> Recording:
         """A full pass with ``edits`` applied (several at once, any rows and positions: batched interventions);

@@ -194,7 +194,7 @@ def _hub_reachable(timeout_s: float = 3.0) -> bool:
 
 
 def _load_tinylm(location: Path, device: str):
-    from core.analyses.train.checkpoint import load_checkpoint
+    from core.models.tinylm_checkpoint import load_checkpoint
 
     model, tokenizer, _meta = load_checkpoint(location, device=device)
     return model, tokenizer

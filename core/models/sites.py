@@ -145,4 +145,6 @@ class Recording(dict):
     """What a pass recorded: ``Site`` -> tensor (shapes in the module docstring), plus ``final``: the last block's
     output [b, p, d_model] (before the final norm) when the pass ran to the end."""
 
+
     final: torch.Tensor | None = None
+    norms: Any = None  # FrozenNorms, when the norms were frozen during the pass (``norms_at``)

@@ -96,9 +96,12 @@ class WeightViews:
 
     # -- the output side ------------------------------------------------------------------------------------
 
-    def unembedding(self) -> torch.Tensor:
-        """W_U as stored: Float[Tensor, "vocab d_model"] in the model's dtype (a view; do not write to it)."""
+    def unembedding(self, packed_ok: bool = False) -> torch.Tensor:
+        """W_U as stored: Float[Tensor, "vocab d_model"] in the model's dtype (a view; do not write to it).
+        ``packed_ok``: return a quantized (packed, not floating-point) matrix as stored instead of refusing it."""
         weight = getattr(self._adapter.unembed(self._model), "weight", None)
+        if packed_ok and weight is not None:
+            return weight.detach()
         if weight is None or not weight.is_floating_point():
             raise UserError("the unembedding is quantized: its rows cannot be read (load the model without quantization)")
         return weight.detach()
@@ -129,6 +132,12 @@ class WeightViews:
     def logit_scale(self) -> float:
         """What the model multiplies the unembedding's output by before any soft cap (Granite, Cohere; else 1)."""
         scale = getattr(self._adapter, "logit_scale", None)
+        return float(scale(self._model)) if callable(scale) else 1.0
+
+    @property
+    def residual_scale(self) -> float:
+        """What each block multiplies its attention and MLP outputs by before adding them (Granite; else 1)."""
+        scale = getattr(self._adapter, "residual_scale", None)
         return float(scale(self._model)) if callable(scale) else 1.0
 
     @property

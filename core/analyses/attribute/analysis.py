@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from core.analyses.attribute.decompose import Decomposition, decompose, freeze_norm
+from core.analyses.attribute.decompose import Decomposition, decompose
 from core.analyses.base import Settings as BaseSettings
 from core.errors import UserError
 from core.models.handle import ModelHandle
@@ -119,33 +119,21 @@ class Result:
         return sorted(self.components, key=lambda c: abs(c.value), reverse=True)[:k]
 
 
-def _pre_cap_logits(handle: ModelHandle, final: torch.Tensor) -> torch.Tensor:
-    """The model's own final norm + unembedding of one residual [d_model] -> logits [vocab], before the soft cap.
-
-    ``handle.decode`` without its last step (the cap), so ``total`` is what the model computes.
-    """
-    norm, unembed = handle.adapter.final_norm(handle.model), handle.adapter.unembed(handle.model)
-    weight = getattr(unembed, "weight", None)
-    with torch.inference_mode():
-        x = norm(final[None].to(norm.weight.device if hasattr(norm, "weight") else final.device))
-        return unembed(x.to(weight.dtype if weight is not None and weight.is_floating_point() else x.dtype))[0].float()
-
-
 def _unembedding_row(handle: ModelHandle, token_id: int) -> tuple[torch.Tensor, float]:
-    """The unembedding row of one token (float64, [d_model]) and its bias (0 without one)."""
-    unembed = handle.adapter.unembed(handle.model)
-    row = unembed.weight[token_id].detach().double().cpu()
-    bias = getattr(unembed, "bias", None)
-    return row, float(bias.detach()[token_id]) if isinstance(bias, torch.Tensor) else 0.0
+    """The unembedding row of one token (float64, [d_model]) and its bias (0 without one), times any logit scale."""
+    row = handle.weights.unembedding()[token_id].double().cpu()
+    bias = handle.weights.unembedding_bias()
+    bias = float(bias[token_id]) if bias is not None else 0.0
+    scale = handle.weights.logit_scale
+    return (row * scale, bias * scale) if scale != 1.0 else (row, bias)
 
 
 def attribute(handle: ModelHandle, parts: Decomposition, target_id: int, versus_id: int | None
               ) -> tuple[list[Contribution], float]:
     """The contributions of ``parts`` to logit(target) − logit(versus) and that total, computed by the model."""
-    norm = handle.adapter.final_norm(handle.model)
-    frozen = freeze_norm(norm, parts.final.cpu())
+    frozen = parts.norms.final
     row, bias = _unembedding_row(handle, target_id)
-    logits = _pre_cap_logits(handle, parts.final)
+    logits = handle.decode(parts.final[None], softcap=False)[0]  # the model's own logits, before the soft cap
     total = float(logits[target_id])
     if versus_id is not None:
         versus_row, versus_bias = _unembedding_row(handle, versus_id)
@@ -155,7 +143,7 @@ def attribute(handle: ModelHandle, parts: Decomposition, target_id: int, versus_
                   zip(parts.names, parts.kinds, parts.layers, parts.heads, values)]
     if frozen.bias is not None:
         components.append(Contribution("final norm bias", "bias", None, None, float(frozen.bias @ row)))
-    if isinstance(getattr(handle.adapter.unembed(handle.model), "bias", None), torch.Tensor):
+    if handle.weights.unembedding_bias() is not None:
         components.append(Contribution("unembedding bias", "bias", None, None, bias))
     return components, total
 
@@ -188,7 +176,7 @@ def run(handle: ModelHandle, settings: Settings, progress: Progress | None = Non
         target=token_str(tokenizer, target_id),
         versus=token_str(tokenizer, versus_id) if versus_id is not None else None,
         total=total,
-        softcap=handle.adapter.softcap(handle.model),
+        softcap=handle.weights.softcap,
         n_layers=handle.n_layers,
         n_heads=handle.n_heads,
         components=components,

@@ -185,7 +185,7 @@ def split(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 def nearest_token_accuracy(handle: ModelHandle, residual: torch.Tensor, ids: torch.Tensor) -> list[float]:
     """Per layer, how often the input-embedding row nearest (cosine) the residual [layer, n, d] is the token
     ``ids`` [n], among the distinct tokens of ``ids``."""
-    embed = handle.adapter.embed(handle.model).weight
+    embed = handle.weights.embedding()
     if not embed.is_floating_point():
         return [float("nan")] * residual.shape[0]
     candidates = ids.unique()

@@ -13,15 +13,12 @@ from dataclasses import dataclass
 import torch
 
 from core.analyses.translation.wordlist import scripts_in
-from core.cache import PerModel
 from core.models.handle import ModelHandle
 from core.progress import Progress, quiet
 from core.tokens import token_str
 
 UNSPACED_SCRIPTS = {"Han", "Hiragana", "Katakana"}  # written without spaces between words
 WORD_BATCH = 128
-_REPRESENTATIONS = PerModel()
-_EMBEDDING_NORMS = PerModel()
 
 
 def in_text(word: str) -> str:
@@ -44,7 +41,7 @@ def word_residuals(handle: ModelHandle, words: tuple[str, ...], progress: Progre
 
     Computed once per (model, words) while the model is loaded: the words do not depend on the corpus.
     """
-    return _REPRESENTATIONS.get(handle.model, ("last-token", words), lambda: _word_residuals(handle, words, progress))
+    return handle.cached(("information.word_residuals", words), lambda: _word_residuals(handle, words, progress))
 
 
 def _word_residuals(handle: ModelHandle, words: tuple[str, ...], progress: Progress | None) -> torch.Tensor:
@@ -82,7 +79,7 @@ class Neighbours:
 
 
 def _norms(handle: ModelHandle, which: str, matrix: torch.Tensor) -> torch.Tensor:
-    return _EMBEDDING_NORMS.get(handle.model, which, lambda: matrix.float().norm(dim=-1).clamp_min(1e-12))
+    return handle.cached(("information.embedding_norms", which), lambda: matrix.float().norm(dim=-1).clamp_min(1e-12))
 
 
 def _nearest(handle: ModelHandle, which: str, matrix: torch.Tensor, ids: list[int], k: int) -> list[Neighbour]:
@@ -99,9 +96,9 @@ def _nearest(handle: ModelHandle, which: str, matrix: torch.Tensor, ids: list[in
 def neighbours(handle: ModelHandle, word: str, k: int = 10) -> Neighbours:
     """The ``k`` tokens whose input (and output) embedding rows are nearest the word's, by cosine."""
     ids = word_ids(handle, word)
-    embed = handle.adapter.embed(handle.model).weight.detach()
-    unembed = handle.adapter.unembed(handle.model).weight.detach()
-    tied = embed.data_ptr() == unembed.data_ptr()
+    embed = handle.weights.embedding()
+    tied = handle.weights.tied
+    unembed = embed if tied else handle.weights.unembedding(packed_ok=True)
     first = _nearest(handle, "input", embed, ids, k)
     second = first if tied else _nearest(handle, "output", unembed, ids, k)
     return Neighbours(word, [token_str(handle.tokenizer, i) for i in ids], first, second, tied)

@@ -13,40 +13,13 @@ from typing import Sequence
 
 import pandas as pd
 import torch
-from torch import nn
 
 from core.analyses.lookup.answers import make_batch
 from core.errors import UserError
 from core.models.handle import ModelHandle
+from core.models.norms import norm_gamma
+from core.models.sites import Site
 from core.tokens import token_str
-
-OUT_PROJECTIONS = ("down_proj", "c_proj", "dense_4h_to_h", "fc2", "fc_out", "out_proj", "w2")
-
-
-def out_projection(mlp: nn.Module) -> nn.Module:
-    """The MLP's output projection (hidden units -> d_model)."""
-    for name in OUT_PROJECTIONS:
-        module = getattr(mlp, name, None)
-        if isinstance(module, nn.Module) and hasattr(module, "weight"):
-            return module
-    raise UserError(f"cannot find the output projection of {type(mlp).__name__} (looked for {', '.join(OUT_PROJECTIONS)}): "
-                    "its neurons cannot be listed")
-
-
-def value_vectors(projection: nn.Module) -> torch.Tensor:
-    """Float[Tensor, "neuron d_model"]: what each hidden unit writes (GPT-2's Conv1D stores [in, out])."""
-    weight = projection.weight.detach().float()
-    return weight if type(projection).__name__ == "Conv1D" else weight.T
-
-
-def _scale(norm: nn.Module | None) -> torch.Tensor | float:
-    """An RMS/LayerNorm's elementwise scale (Gemma stores scale - 1)."""
-    weight = getattr(norm, "weight", None)
-    if weight is None:
-        return 1.0
-    weight = weight.detach().float()
-    return 1.0 + weight if type(norm).__name__.startswith("Gemma") else weight
-
 
 def top_neurons(handle: ModelHandle, ids: Sequence[int], position: int, per_layer: int = 5,
                 top_tokens: int = 5) -> pd.DataFrame:
@@ -54,24 +27,18 @@ def top_neurons(handle: ModelHandle, ids: Sequence[int], position: int, per_laye
     joined by ' · '), sorted by layer then contribution."""
     if not 0 <= position < len(ids):
         raise UserError(f"position {position} is outside the prompt's {len(ids)} tokens")
-    blocks = handle.adapter.layers(handle.model)
-    projections = [out_projection(handle.adapter.mlp(block)) for block in blocks]
-    captured: list[torch.Tensor | None] = [None] * len(blocks)
-
-    def keep(layer):
-        def hook(module, args):
-            captured[layer] = args[0][0, -len(ids) + position].detach().float().cpu()
-        return hook
-
     batch = make_batch(handle, [ids])
-    handle.run_body_hooked(batch, lambda: [p.register_forward_pre_hook(keep(i)) for i, p in enumerate(projections)])
+    sites = [Site("neurons", layer) for layer in range(handle.n_layers)]
+    index = torch.tensor([[batch.input_ids.shape[1] - len(ids) + position]])
+    recorded = handle.record(batch, sites, index=index)
     picked = []  # (layer, neuron, activation, contribution, direction as the residual receives it)
     with torch.inference_mode():
-        for layer, (projection, activation) in enumerate(zip(projections, captured)):
-            values = value_vectors(projection).cpu()  # [neuron, d_model]
+        for layer, site in enumerate(sites):
+            activation = recorded[site][0, 0].float().cpu()
+            values = handle.weights.neuron_out(layer).cpu()  # [neuron, d_model]
             contribution = activation.abs() * values.norm(dim=-1)
-            branch = handle.adapter.mlp_branch(blocks[layer])
-            post = _scale(branch) if branch is not handle.adapter.mlp(blocks[layer]) else 1.0
+            post_norm = handle.weights.mlp_post_norm(layer)  # Gemma 2/3 scale what the MLP writes
+            post = norm_gamma(post_norm) if post_norm is not None else 1.0
             for neuron in contribution.topk(min(per_layer, contribution.numel())).indices.tolist():
                 direction = values[neuron] * activation[neuron].sign() * post
                 picked.append((layer, neuron, float(activation[neuron]), float(contribution[neuron]), direction))

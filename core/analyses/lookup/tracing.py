@@ -17,7 +17,6 @@ after it: their effect is exactly 0 and they are not run.
 from __future__ import annotations
 
 from collections import defaultdict
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -27,26 +26,23 @@ import torch
 
 from core import interventions as iv
 from core.analyses.lookup.answers import answer_probs, make_batch
-from core.cache import PerModel
 from core.errors import UserError
 from core.models.handle import ModelHandle
+from core.models.sites import Edit, Site
 from core.progress import Progress, quiet
 from core.tokens import token_str
 
 KINDS = ("residual", "mlp", "attention")
 TOKENS_PER_PASS = 8192
 MIN_TOKENS_PER_PASS = 512
-_STD = PerModel()
 
 
 def embedding_std(handle: ModelHandle) -> float:
     """Std of every entry of the token embeddings, scaled as the first block sees them (Gemma multiplies by √d)."""
     def compute() -> float:
-        embed = handle.adapter.embed(handle.model)
-        scale = float(getattr(embed, "embed_scale", 1.0)) * float(handle.adapter.embedding_scale(handle.model))
-        return float(embed.weight.detach().float().std()) * scale
+        return float(handle.weights.embedding().float().std()) * handle.weights.embedding_scale()
 
-    return _STD.get(handle.model, "embedding_std", compute)
+    return handle.cached("embedding_std", compute)
 
 
 @dataclass(frozen=True)
@@ -71,27 +67,6 @@ class Corrupted:
     noise_std: float
 
 
-def _hidden(args: tuple, kwargs: dict) -> torch.Tensor:
-    return args[0] if args else kwargs["hidden_states"]
-
-
-def _with_hidden(args: tuple, kwargs: dict, hidden: torch.Tensor) -> tuple[tuple, dict]:
-    if args:
-        return (hidden, *args[1:]), kwargs
-    return args, {**kwargs, "hidden_states": hidden}
-
-
-def _tile(value, rows: int):
-    """A recorded call's batch-of-one tensors, repeated to ``rows`` rows."""
-    if isinstance(value, torch.Tensor):
-        return value.repeat(rows, *([1] * (value.ndim - 1))) if value.ndim >= 2 and value.shape[0] == 1 else value
-    if isinstance(value, (tuple, list)):
-        return type(value)(_tile(v, rows) for v in value)
-    if isinstance(value, dict):
-        return {k: _tile(v, rows) for k, v in value.items()}
-    return value
-
-
 def corrupt(handle: ModelHandle, ids: Sequence[int], subject: tuple[int, int], answer_id: int,
             noise: float = 3.0, seed: int = 0) -> Corrupted:
     """Record the clean pass and the pass with noise on the subject's embeddings."""
@@ -102,81 +77,37 @@ def corrupt(handle: ModelHandle, ids: Sequence[int], subject: tuple[int, int], a
     std = noise * embedding_std(handle)
     generator = torch.Generator().manual_seed(seed)
     delta = torch.randn(end - start, handle.d_model, generator=generator) * std
-
-    def add_noise(module, args, kwargs):
-        hidden = _hidden(args, kwargs).clone()
-        hidden[:, start:end] += delta.to(hidden.device, hidden.dtype)
-        return _with_hidden(args, kwargs, hidden)
-
-    first_block = handle.adapter.layers(handle.model)[0]
-    with handle.lock:
-        clean = handle.record_run(batch)
-        hook = first_block.register_forward_pre_hook(add_noise, with_kwargs=True)  # before record's own: it sees the noise
-        try:
-            noisy = handle.record_run(batch)
-        finally:
-            hook.remove()
+    clean = handle.record_run(batch)
+    noise = Edit(Site("resid_pre", 0), "add", delta, positions=tuple(range(start, end)))
+    noisy = handle.record_run(batch, edits=[noise])  # the recorded calls see the noise
     answer = torch.tensor([answer_id])
     p_clean = float(answer_probs(handle, clean.final, answer)[0][0])
     p_corrupt = float(answer_probs(handle, noisy.final, answer)[0][0])
     return Corrupted(clean, noisy, int(answer_id), p_clean, p_corrupt, std)
 
 
-@contextmanager
-def _restoring(handle: ModelHandle, run: Corrupted, restorations: Sequence[Restoration]):
-    """Hooks under which row i of a batch takes ``restorations[i]``'s states from the clean run."""
-    blocks = handle.adapter.layers(handle.model)
+def _edits(run: Corrupted, restorations: Sequence[Restoration]) -> list[Edit]:
+    """Row i of a batch takes ``restorations[i]``'s states from the clean run: one edit per (kind, layer), its cells
+    the (row, position) pairs restored there."""
     where: dict[tuple[str, int], tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
     for row, r in enumerate(restorations):
         for layer in r.layers:
             rows, positions = where[(r.kind, layer)]
             rows += [row] * len(r.positions)
             positions += list(r.positions)
-    clean_heads = run.clean.activations.heads  # [layer, 1, pos, head, head_dim]
-
-    def set_rows(tensor, rows, positions, values):
-        new = tensor.clone()
-        new[rows, positions] = values.to(new.device, new.dtype)
-        return new
-
-    def residual_hook(layer, rows, positions):
-        clean = _hidden(*run.clean.calls[layer])[0]
-
-        def hook(module, args, kwargs):
-            return _with_hidden(args, kwargs, set_rows(_hidden(args, kwargs), rows, positions, clean[positions]))
-        return hook
-
-    def attention_hook(layer, rows, positions):
-        clean = clean_heads[layer, 0].flatten(-2)  # [pos, n_heads * head_dim]
-
-        def hook(module, args, kwargs):
-            return _with_hidden(args, kwargs, set_rows(_hidden(args, kwargs), rows, positions, clean[positions]))
-        return hook
-
-    def mlp_hook(layer, rows, positions):
-        clean = run.clean.activations.mlps[layer, 0]
-
-        def hook(module, args, output):
-            out = output[0] if isinstance(output, tuple) else output
-            new = set_rows(out, rows, positions, clean[positions])
-            return (new, *output[1:]) if isinstance(output, tuple) else new
-        return hook
-
-    hooks = []
-    try:
-        for (kind, layer), (rows, positions) in where.items():
-            block = blocks[layer]
-            if kind == "residual":
-                hooks.append(block.register_forward_pre_hook(residual_hook(layer, rows, positions), with_kwargs=True))
-            elif kind == "attention":
-                hooks.append(handle.adapter.attn_out_proj(block).register_forward_pre_hook(
-                    attention_hook(layer, rows, positions), with_kwargs=True))
-            else:
-                hooks.append(handle.adapter.mlp(block).register_forward_hook(mlp_hook(layer, rows, positions)))
-        yield
-    finally:
-        for h in hooks:
-            h.remove()
+    edits = []
+    for (kind, layer), (rows, positions) in where.items():
+        if kind == "residual":
+            clean = run.clean.inputs[layer][0]  # [pos, d_model]: the residual entering block ``layer``
+            site = Site("resid_pre", layer)
+        elif kind == "attention":
+            clean = run.clean.activations.heads[layer, 0]  # [pos, head, head_dim]: every head at once
+            site = Site("z", layer)
+        else:
+            clean = run.clean.activations.mlps[layer, 0]  # [pos, d_model]
+            site = Site("mlp", layer)
+        edits.append(Edit(site, "replace", clean[positions], cells=(tuple(rows), tuple(positions))))
+    return edits
 
 
 def _check(handle: ModelHandle, run: Corrupted, restorations: Sequence[Restoration]) -> None:
@@ -213,7 +144,6 @@ def restore(handle: ModelHandle, run: Corrupted, restorations: Sequence[Restorat
     """p(answer) in the corrupted run with each restoration applied (one row each, batched)."""
     _check(handle, run, restorations)
     progress = progress or quiet
-    blocks = handle.adapter.layers(handle.model)
     starts = [min(r.layers) for r in restorations]
     passes = _passes(starts, run.corrupt.n_positions, max_tokens, min_tokens)
     finals = torch.empty(len(restorations), handle.d_model, dtype=run.corrupt.final.dtype)
@@ -221,14 +151,8 @@ def restore(handle: ModelHandle, run: Corrupted, restorations: Sequence[Restorat
     done = 0
     for rows in passes:
         start, n = min(starts[i] for i in rows), len(rows)
-        with handle.lock, torch.inference_mode(), _restoring(handle, run, [restorations[i] for i in rows]):
-            hidden = _hidden(*run.corrupt.calls[start]).repeat(n, 1, 1)
-            for index in range(start, handle.n_layers):
-                args, kwargs = run.corrupt.calls[index]
-                new_args, new_kwargs = _with_hidden(_tile(args, n), _tile(kwargs, n), hidden)
-                output = blocks[index](*new_args, **new_kwargs)
-                hidden = output[0] if isinstance(output, tuple) else output
-        finals[rows] = hidden[:, -1].to(finals.device, finals.dtype)
+        final = handle.resume(run.corrupt, start, n, _edits(run, [restorations[i] for i in rows]))
+        finals[rows] = final.to(finals.device, finals.dtype)
         done += (handle.n_layers - start) * n
         progress(done / work, f"restorations from layer {start}: {n} in one pass")
     p, _ = answer_probs(handle, finals, torch.full((len(restorations),), run.answer_id))  # one decode for all

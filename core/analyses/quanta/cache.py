@@ -16,14 +16,10 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import torch
-
-from core.cache import PerModel
 from core.models.gguf_cache import cache_home
 from core.models.handle import ModelHandle
 
 FORMAT_VERSION = 1
-_FINGERPRINTS = PerModel()  # one fingerprint per loaded model, gone with it
 
 
 def quanta_home() -> Path:
@@ -35,20 +31,8 @@ def digest(*parts) -> str:
 
 
 def model_fingerprint(handle: ModelHandle) -> str:
-    """Identifies the weights, not just the spec: a few values of every parameter are hashed."""
-    return _FINGERPRINTS.get(handle.model, "fingerprint", lambda: _fingerprint(handle))
-
-
-def _fingerprint(handle: ModelHandle) -> str:
-    h = hashlib.sha256(json.dumps([handle.spec, handle.architecture, handle.dtype, handle.quantization,
-                                   handle.n_layers, handle.d_model, handle.vocab_size]).encode())
-    with torch.no_grad():
-        for name, param in handle.model.named_parameters():
-            h.update(name.encode())
-            h.update(str(tuple(param.shape)).encode())
-            sample = param.detach().reshape(-1)[:64]
-            h.update(sample.float().cpu().numpy().tobytes() if sample.is_floating_point() else sample.cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
+    """Identifies the weights, not just the spec (``ModelHandle.fingerprint``)."""
+    return handle.fingerprint()
 
 
 def save_npz(path: Path, key: str, **arrays: np.ndarray) -> None:

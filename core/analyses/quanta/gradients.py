@@ -39,14 +39,12 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch import nn
 
 from core.analyses.quanta.cache import digest, load_npz, model_fingerprint, quanta_home, save_npz
 from core.analyses.quanta.corpus import TokenIndex
-from core.analyses.quanta.losses import right_padded
 from core.errors import UserError
-from core.models.adapters import in_features
 from core.models.handle import ModelHandle
+from core.models.weights import LinearLayer
 
 PARAMETER_SUBSETS = {
     "all": "every attention and MLP weight and bias (all but embeddings and norms)",
@@ -58,20 +56,11 @@ TOKENS_PER_BATCH = 1024  # context tokens per forward/backward pass
 MAX_BATCH = 32
 
 
-def _is_norm(module: nn.Module) -> bool:
-    return "norm" in type(module).__name__.lower()
-
-
-def _is_linear(module: nn.Module) -> bool:
-    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
-
-
 @dataclass
 class SketchedLayer:
     """One linear layer whose gradient is sketched, with its CountSketch hashes."""
 
     name: str  # e.g. "layers.3.mlp.down_proj"
-    module: nn.Module
     out_features: int
     in_features: int
     has_bias: bool
@@ -101,37 +90,14 @@ class GradientSketch:
             raise UserError(f"projection dimension {dim} is out of range: use 16 to 65536 (a few thousand is typical)")
         self.handle, self.params, self.dim, self.seed = handle, params, dim, seed
         self.device = handle.input_device
-        self.layers: list[SketchedLayer] = []
-        adapter = handle.adapter
-        for number, block in enumerate(adapter.layers(handle.model)):
-            for part in ("attention", "mlp"):
-                if params not in ("all", part):
-                    continue
-                self._collect(f"layers.{number}.{part}", getattr(adapter, part)(block))
+        self.layers = [self._layer(layer) for layer in handle.weights.linear_layers(params)]
         if not self.layers:
             raise UserError(f"the model has no linear layers in its {params} parameters to take gradients of")
         self._by_name = {layer.name: layer for layer in self.layers}
         self.shared_input: dict[str, str] = {}  # layer -> the layer whose input-side hash it shares (set by sketch)
 
-    def _collect(self, prefix: str, part: nn.Module) -> None:
-        covered: set[int] = set()
-        for name, module in part.named_modules():
-            if _is_norm(module):
-                covered.update(id(p) for p in module.parameters())
-            elif _is_linear(module):
-                covered.update(id(p) for p in module.parameters(recurse=False))
-                self.layers.append(self._layer(f"{prefix}.{name}" if name else prefix, module))
-        for name, param in part.named_parameters():
-            if id(param) not in covered:
-                raise UserError(
-                    f"per-token gradients support linear layers only, but {prefix}.{name} is another kind of "
-                    "parameter: choose another parameter subset"
-                )
-
-    def _layer(self, name: str, module: nn.Module) -> SketchedLayer:
-        n_in = in_features(module)
-        n_out = int(getattr(module, "out_features", None) or module.weight.shape[1])  # Conv1D stores [in, out]
-        has_bias = getattr(module, "bias", None) is not None
+    def _layer(self, layer: LinearLayer) -> SketchedLayer:
+        name, n_in, n_out, has_bias = layer.name, layer.in_features, layer.out_features, layer.has_bias
         generator = torch.Generator().manual_seed(int(digest("sketch", self.seed, self.dim, name), 16) % 2**63)
 
         def hashes(n: int):
@@ -142,7 +108,7 @@ class GradientSketch:
         out_bucket, out_sign = hashes(n_out)
         in_bucket, in_sign = hashes(n_in + int(has_bias))
         parts = [t.to(self.device) for t in (out_bucket, out_sign, in_bucket, in_sign)]
-        return SketchedLayer(name, module, n_out, n_in, has_bias, *parts)
+        return SketchedLayer(name, n_out, n_in, has_bias, *parts)
 
     @property
     def n_params(self) -> int:
@@ -163,73 +129,40 @@ class GradientSketch:
         token's context (right padding) have exactly zero output gradient and add nothing.
         """
         handle, dim, device = self.handle, self.dim, self.device
-        batch = right_padded(handle, contexts)
+        batch = handle.batch_of(contexts, pad="right")
         lengths = torch.as_tensor(batch.lengths)
         spectrum = torch.zeros(len(contexts), dim // 2 + 1, dtype=torch.complex64, device=device)
         groups: dict[tuple[int, int, bool], _Group] = {}
-        captured: dict[str, torch.Tensor] = {}
-        dropped: list[str] = []  # layers whose output gradient autograd did not deliver
+        group_of: dict[str, tuple] = {}
 
-        def on_forward(layer: SketchedLayer):
-            def hook(module, args, output):
-                if not output.requires_grad:
-                    return
-                x = args[0]
-                key = (id(x), x.shape[-1], layer.has_bias)  # the group holds x, so its id stays unique
-                group = groups.get(key)
-                if group is None:
-                    group = groups[key] = _Group(layer, x)
-                self.shared_input[layer.name] = group.leader.name
-                group.expected += 1
+        def on_input(name: str, x: torch.Tensor) -> None:
+            layer = self._by_name[name]
+            key = (id(x), x.shape[-1], layer.has_bias)  # the group holds x, so its id stays unique
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = _Group(layer, x)
+            self.shared_input[name] = group.leader.name
+            group.expected += 1
+            group_of[name] = key
 
-                def on_backward(grad):
-                    if grad is None:  # a kernel without a backward pass dropped it: say so after the pass
-                        dropped.append(layer.name)
-                        return
-                    if group.acc is None:
-                        group.acc = torch.zeros(grad.shape[:-1] + (dim,), device=device)
-                    group.acc.index_add_(-1, layer.out_bucket, grad.detach().to(device, torch.float32) * layer.out_sign)
-                    group.received += 1
-                    if group.received == group.expected:
-                        spectrum.add_(group.finish(dim, device))
-                        groups.pop(key, None)
+        def on_grad(name: str, grad: torch.Tensor) -> None:
+            layer, key = self._by_name[name], group_of[name]
+            group = groups[key]
+            if group.acc is None:
+                group.acc = torch.zeros(grad.shape[:-1] + (dim,), device=device)
+            group.acc.index_add_(-1, layer.out_bucket, grad.detach().to(device, torch.float32) * layer.out_sign)
+            group.received += 1
+            if group.received == group.expected:
+                spectrum.add_(group.finish(dim, device))
+                groups.pop(key, None)
 
-                output.register_hook(on_backward)
+        def loss(residual: torch.Tensor) -> torch.Tensor:
+            last = (lengths - 1).to(residual.device)
+            logits = handle.decode(residual[torch.arange(len(contexts), device=residual.device), last], differentiable=True)
+            target = torch.as_tensor(targets, device=logits.device)
+            return torch.nn.functional.cross_entropy(logits, target, reduction="none")
 
-            return hook
-
-        def on_embed(module, args, output):
-            if not output.requires_grad:  # frozen or quantized weights: make the residual stream a leaf
-                output = output.detach().requires_grad_(True)
-            captured["embedding"] = output
-            return output
-
-        def on_last(module, args, output):
-            captured["residual"] = output[0] if isinstance(output, tuple) else output
-
-        adapter = handle.adapter
-        handle.lock.acquire()  # hooks are global to the shared model: register them under the lock too
-        hooks = [adapter.embed(handle.model).register_forward_hook(on_embed),
-                 adapter.layers(handle.model)[-1].register_forward_hook(on_last)]
-        hooks += [layer.module.register_forward_hook(on_forward(layer)) for layer in self.layers]
-        try:
-            with handle.lock, torch.inference_mode(False), torch.enable_grad():
-                handle.run_body(batch)
-                residual = captured["residual"]
-                last = (lengths - 1).to(residual.device)
-                logits = handle.decode(residual[torch.arange(len(contexts), device=residual.device), last], differentiable=True)
-                target = torch.as_tensor(targets, device=logits.device)
-                losses = torch.nn.functional.cross_entropy(logits, target, reduction="none")
-                torch.autograd.grad(losses.sum(), captured["embedding"])
-        finally:
-            for hook in hooks:
-                hook.remove()
-            handle.lock.release()
-        if dropped:
-            raise UserError(
-                f"per-token gradients cannot flow through {dropped[0]} ({type(self._by_name[dropped[0]].module).__name__}) "
-                "in this build: load the model without quantization (or in 8-bit) to find quanta"
-            )
+        losses = handle.linear_gradients(batch, self.params, loss, on_input, on_grad)
         if groups:
             raise RuntimeError(f"{len(groups)} layer group(s) got no gradient: the sketch would be incomplete")
         sketches = torch.fft.irfft(spectrum, n=dim).cpu().numpy().astype(np.float32)

@@ -17,6 +17,7 @@ import torch
 from core.analyses.quanta.cache import digest, load_npz, model_fingerprint, quanta_home, save_npz
 from core.analyses.quanta.corpus import TokenIndex
 from core.models.handle import Batch, ModelHandle
+from core.models.sites import Site
 from core.progress import Progress
 
 TOKENS_PER_BATCH = 2048
@@ -51,33 +52,13 @@ def countdown(progress: Progress, label: str) -> Callable[[int, int, str], None]
 
 def last_residual(handle: ModelHandle, batch: Batch) -> torch.Tensor:
     """The residual stream after the last block, [batch, pos, d_model], from one forward pass (no grad)."""
-    captured = []
-
-    def keep(module, args, output):
-        captured.append((output[0] if isinstance(output, tuple) else output).detach())
-
-    with handle.lock:  # hooks are global to the shared model: register them under the lock too
-        hook = handle.adapter.layers(handle.model)[-1].register_forward_hook(keep)
-        try:
-            with torch.inference_mode():
-                handle.run_body(batch)
-        finally:
-            hook.remove()
-    return captured[-1]
-
-
-def right_padded(handle: ModelHandle, rows: list[list[int]]) -> Batch:
-    """Sequences right-padded with the pad token; the mask is all ones (causal attention ignores what follows)."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), handle.pad_token_id, dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
-    return Batch(ids, torch.ones_like(ids), [len(r) for r in rows])
+    site = Site("resid_post", handle.n_layers - 1)
+    return handle.record(batch, [site])[site]
 
 
 def document_losses(handle: ModelHandle, documents: list[np.ndarray]) -> list[np.ndarray]:
     """Loss in nats of every token after the first, per document (one batched forward pass)."""
-    batch = right_padded(handle, [d.tolist() for d in documents])
+    batch = handle.batch_of([d.tolist() for d in documents], pad="right")
     residual = last_residual(handle, batch)
     rows = torch.cat([residual[i, : len(d) - 1] for i, d in enumerate(documents)])
     targets = torch.cat([torch.as_tensor(d[1:]) for d in documents]).to(rows.device)

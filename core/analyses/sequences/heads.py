@@ -12,7 +12,6 @@ import torch
 
 from core import interventions as iv
 from core.analyses.sequences.tasks import LETTERS, MONTHS, NUMBER_WORDS, ORDINALS, WEEKDAYS
-from core.cache import PerModel
 from core.errors import UserError
 from core.interventions import Component
 from core.models.handle import ModelHandle
@@ -62,7 +61,6 @@ class SuccessorScores:
             "score", ascending=False).reset_index(drop=True)
 
 
-_SUCCESSOR_SCORES = PerModel()
 
 
 def successor_scores(handle: ModelHandle, progress: Progress | None = None, layers_per_pass: int = 8) -> SuccessorScores:
@@ -70,8 +68,7 @@ def successor_scores(handle: ModelHandle, progress: Progress | None = None, laye
 
     They depend on the weights only, so they are computed once per loaded model (``core.cache.PerModel``).
     """
-    return _SUCCESSOR_SCORES.get(handle.model, "successor_scores",
-                                 lambda: _successor_scores(handle, progress, layers_per_pass))
+    return handle.cached("sequences.successor_scores", lambda: _successor_scores(handle, progress, layers_per_pass))
 
 
 def _successor_scores(handle: ModelHandle, progress: Progress | None, layers_per_pass: int) -> SuccessorScores:

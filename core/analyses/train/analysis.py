@@ -16,7 +16,7 @@ import pandas as pd
 from core.analyses.base import Settings as BaseSettings
 from core.analyses.train.checkpoint import TrainedLM
 from core.analyses.train.corpora import DEFAULT_CORPUS, Corpus, load_corpus
-from core.analyses.train.model import TinyLMConfig
+from core.models.tinylm import TinyLMConfig
 from core.analyses.train.tokenization import DEFAULT_BPE_VOCAB, TOKENIZER_KINDS, check_bpe_vocab
 from core.analyses.train.trainer import TrainConfig, Trainer, TrainingHistory, tokenize_corpus
 from core.errors import UserError

@@ -5,7 +5,7 @@ from __future__ import annotations
 from core.analyses.train.analysis import Settings, run as run_analysis
 from core.analyses.train.checkpoint import checkpoint_path
 from core.analyses.train.corpora import DEFAULT_CORPUS, corpus_names, load_corpus
-from core.analyses.train.model import POSITIONAL_KINDS, TinyLMConfig
+from core.models.tinylm import POSITIONAL_KINDS, TinyLMConfig
 from core.analyses.train.tokenization import DEFAULT_BPE_VOCAB, TOKENIZER_KINDS
 from core.analyses.train.trainer import TrainConfig
 from core.cli import progress_of

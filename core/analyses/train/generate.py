@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from core.analyses.train.model import TinyLM
+from core.models.tinylm import TinyLM
 from core.errors import UserError
 
 

@@ -7,7 +7,7 @@ by a boundary (space or newline), so ` 150` is not a correct continuation of `..
 from __future__ import annotations
 
 from core.analyses.train.generate import greedy_continuations
-from core.analyses.train.model import TinyLM
+from core.models.tinylm import TinyLM
 from core.analyses.train.synthetic import SKILL_PREFIXES, Probe, skill_probes
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from core.analyses.train.corpora import Corpus
-from core.analyses.train.model import TinyLM, TinyLMConfig
+from core.models.tinylm import TinyLM, TinyLMConfig
 from core.analyses.train.skills import corpus_has_skills, skill_accuracy
 from core.analyses.train.tokenization import DEFAULT_BPE_VOCAB, build_tokenizer, encode
 from core.errors import UserError

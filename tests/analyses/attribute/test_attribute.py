@@ -7,7 +7,10 @@ import torch
 
 from core.analyses.attribute import Settings, run
 from core.analyses.attribute.charts import heads_heatmap, layer_bars, layer_bars_frame
-from core.analyses.attribute.decompose import decompose, freeze_norm, head_outputs
+from core.analyses.attribute.decompose import decompose, head_outputs
+from core.interventions.hooks import run_body
+from core.models.norms import freeze_norm
+from core.models.weights import linear_matrix
 from core.errors import UserError
 from tests import tiny
 
@@ -106,7 +109,7 @@ def test_zeroing_one_head_removes_exactly_its_part(family):
         hooks = [proj.register_forward_hook(keep)] + ([proj.register_forward_pre_hook(zero_head)] if ablate else [])
         try:
             with torch.inference_mode():
-                handle.run_body(batch)
+                run_body(handle, batch)
         finally:
             for hook in hooks:
                 hook.remove()
@@ -121,7 +124,7 @@ def test_zeroing_one_head_removes_exactly_its_part(family):
 
 
 def test_heads_of_a_projection_without_a_float_weight_come_from_running_it():
-    """Quantized projections (bitsandbytes packs the weight) are split by running the module once per head."""
+    """Quantized projections (bitsandbytes packs the weight) are read by running the module: W = proj(I) − proj(0)."""
     handle = _handle("gpt_neox")  # its output projection has a bias
     dense = handle.adapter.attn_out_proj(handle.adapter.layers(handle.model)[0])
 
@@ -136,9 +139,12 @@ def test_heads_of_a_projection_without_a_float_weight_come_from_running_it():
             return dense(x)
 
     z = torch.randn(dense.in_features, generator=torch.Generator().manual_seed(0))
-    exact = head_outputs(dense, z, handle.n_heads)
+    n_heads = handle.n_heads
+    w_o = linear_matrix(dense).T.reshape(n_heads, -1, handle.d_model)
+    exact = head_outputs(w_o, z.reshape(n_heads, -1))
     assert exact.shape == (handle.n_heads, handle.d_model) and dense.bias.abs().max() > 0
-    assert torch.allclose(head_outputs(Packed(), z, handle.n_heads), exact, atol=1e-5)
+    probed = linear_matrix(Packed()).T.reshape(n_heads, -1, handle.d_model)
+    assert torch.allclose(head_outputs(probed, z.reshape(n_heads, -1)), exact, atol=1e-5)
     assert torch.allclose(exact.sum(0), (dense(z) - dense.bias).double(), atol=1e-5)
 
 

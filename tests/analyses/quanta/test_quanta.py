@@ -47,12 +47,14 @@ def exact_gradient(handle, sketcher, context, target):
     """The full gradient of one token's loss (plain autograd), as one matrix [out, in (+bias)] per sketched layer."""
     logits = handle.model(input_ids=torch.tensor([context])).logits[0, -1]
     loss = torch.nn.functional.cross_entropy(logits[None], torch.tensor([target]))
-    params = [p for layer in sketcher.layers for p in ([layer.module.weight] + ([layer.module.bias] if layer.has_bias else []))]
+    modules = handle.weights.linear_modules(sketcher.params)
+    params = [p for layer in sketcher.layers for p in ([modules[layer.name].weight]
+                                                        + ([modules[layer.name].bias] if layer.has_bias else []))]
     grads = iter(torch.autograd.grad(loss, params))
     matrices = []
     for layer in sketcher.layers:
         weight = next(grads)
-        if type(layer.module).__name__ == "Conv1D":  # GPT-2 stores [in, out]
+        if type(modules[layer.name]).__name__ == "Conv1D":  # GPT-2 stores [in, out]
             weight = weight.T
         matrices.append(torch.cat([weight, next(grads)[:, None]], dim=1) if layer.has_bias else weight)
     return matrices, float(loss)

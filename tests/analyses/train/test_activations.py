@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from core.analyses.train.activations import attention_frame, residual_pca
-from core.analyses.train.model import TinyLM, TinyLMConfig
+from core.models.tinylm import TinyLM, TinyLMConfig
 from core.analyses.train.tokenization import char_tokenizer, encode
 from core.errors import UserError
 from core.models.handle import Batch

@@ -6,7 +6,7 @@ import pytest
 
 from core.analyses import train
 from core.analyses.train.corpora import Corpus
-from core.analyses.train.model import TinyLMConfig
+from core.models.tinylm import TinyLMConfig
 from core.analyses.train.trainer import TrainConfig
 from core.errors import UserError
 

@@ -15,7 +15,7 @@ from core.analyses.train.checkpoint import (
     save_checkpoint,
 )
 from core.analyses.train.corpora import load_corpus
-from core.analyses.train.model import TinyLMConfig
+from core.models.tinylm import TinyLMConfig
 from core.analyses.train.trainer import TrainConfig, Trainer, tokenize_corpus
 
 

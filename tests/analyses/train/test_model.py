@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from core.errors import UserError
-from core.analyses.train.model import TinyLM, TinyLMConfig
+from core.models.tinylm import TinyLM, TinyLMConfig
 
 
 def tiny(positional="learned", **overrides) -> TinyLM:

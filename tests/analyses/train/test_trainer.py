@@ -9,7 +9,7 @@ import torch
 from core.errors import UserError
 from core.analyses.train.background import TrainingRun
 from core.analyses.train.corpora import Corpus, load_corpus
-from core.analyses.train.model import TinyLMConfig
+from core.models.tinylm import TinyLMConfig
 from core.analyses.train.trainer import TrainConfig, Trainer, bigram_loss_nats, tokenize_corpus, val_windows
 
 SHAPE = TinyLMConfig(n_layers=2, n_heads=2, d_model=32, context_length=32)
