@@ -102,6 +102,84 @@ def config(family: str, vocab_size: int):
 
 FAMILIES = ("llama", "mistral", "qwen2", "gemma", "gemma2", "gemma3", "gpt2", "gpt_neox")
 
+# One case per supported model_type (core.models.adapters.ARCHITECTURES), plus "<type>/<variant>" cases for the
+# other residual layout a config flag selects. Every case: 3 layers, d_model 64, 4 heads; MoE: 4 experts, top-2.
+ARCHITECTURE_CASES = (
+    "llama", "mistral", "qwen2", "qwen3", "ministral", "phi3", "smollm3", "helium", "glm", "seed_oss", "arcee",
+    "apertus", "ernie4_5", "hunyuan_v1_dense", "bitnet",
+    "mixtral", "qwen3_moe", "qwen2_moe", "olmoe", "phimoe", "deepseek_v2", "deepseek_v3", "dots1", "glm4_moe",
+    "ernie4_5_moe", "hunyuan_v1_moe", "gpt_oss",
+    "olmo", "olmo2", "olmo3", "exaone4", "glm4", "gemma", "vaultgemma", "gemma2", "gemma3_text", "gemma3",
+    "granite", "granitemoe", "cohere", "cohere2", "nemotron", "stablelm", "stablelm/parallel", "starcoder2",
+    "persimmon", "phi", "falcon", "falcon/sequential", "gpt2", "gpt_bigcode", "gpt_neox", "gpt_neox/sequential",
+    "tinylm",
+)
+
+_SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+              head_dim=24, max_position_embeddings=256, bos_token_id=1, eos_token_id=2, pad_token_id=3)
+# These derive head_dim from hidden_size / heads (or from their MLA ranks) and break when given another.
+_OWN_HEAD_DIM = ("bitnet", "olmoe", "deepseek_v2", "deepseek_v3", "stablelm", "persimmon", "falcon")
+_ROUTED = dict(n_routed_experts=4, n_shared_experts=1, num_experts_per_tok=2, moe_intermediate_size=32,
+               first_k_dense_replace=1, n_group=1, topk_group=1)  # DeepSeek-style: layer 0 stays dense
+_MLA = dict(num_key_value_heads=4, kv_lora_rank=16, q_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=24)
+_OVERRIDES = {
+    "helium": dict(head_dim=16),  # its o_proj is hidden -> hidden whatever head_dim says
+    "mixtral": dict(num_local_experts=4, num_experts_per_tok=2),
+    "phimoe": dict(num_local_experts=4, num_experts_per_tok=2),
+    "gpt_oss": dict(num_local_experts=4, num_experts_per_tok=2),
+    "olmoe": dict(num_experts=4, num_experts_per_tok=2),
+    "qwen3_moe": dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, mlp_only_layers=[1]),
+    "qwen2_moe": dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, mlp_only_layers=[1],
+                      shared_expert_intermediate_size=32),
+    "hunyuan_v1_moe": dict(num_experts=4, moe_topk=2, moe_intermediate_size=32),
+    "ernie4_5_moe": dict(moe_num_experts=4, moe_k=2, moe_intermediate_size=32, moe_num_shared_experts=1,
+                         moe_layer_start_index=1),
+    "deepseek_v2": {**_ROUTED, **_MLA}, "deepseek_v3": {**_ROUTED, **_MLA}, "dots1": _ROUTED, "glm4_moe": _ROUTED,
+    "granite": dict(embedding_multiplier=12.0, residual_multiplier=0.22, logits_scaling=8.0, attention_multiplier=0.1),
+    "granitemoe": dict(embedding_multiplier=12.0, residual_multiplier=0.22, logits_scaling=8.0,
+                       attention_multiplier=0.1, num_local_experts=4, num_experts_per_tok=2),
+    "cohere": dict(logit_scale=0.5), "cohere2": dict(logit_scale=0.5),
+    "vaultgemma": dict(final_logit_softcapping=6.0, query_pre_attn_scalar=24),
+    "stablelm/parallel": dict(use_parallel_residual=True),
+    "falcon/sequential": dict(parallel_attn=False),
+}
+
+
+def config_for(case: str, vocab_size: int):
+    """A small random config for one of ARCHITECTURE_CASES ("<model_type>" or "<model_type>/<variant>")."""
+    from transformers import AutoConfig, Gemma3Config, GPTNeoXConfig, SiglipVisionConfig
+
+    model_type = case.split("/")[0]
+    if model_type in ("llama", "mistral", "qwen2", "gemma", "gemma2", "gpt2"):
+        return config(model_type, vocab_size)
+    if model_type == "gemma3_text":
+        return config("gemma3", vocab_size)
+    if model_type == "gpt_neox":
+        return GPTNeoXConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                             num_attention_heads=4, max_position_embeddings=256,
+                             use_parallel_residual=case != "gpt_neox/sequential")
+    if model_type == "gemma3":  # Gemma3ForConditionalGeneration: a tiny vision tower beside the text model
+        vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                    image_size=28, patch_size=14)
+        return Gemma3Config(text_config=config("gemma3", vocab_size).to_dict(), vision_config=vision.to_dict(),
+                            mm_tokens_per_image=4, image_token_id=vocab_size, boi_token_index=1, eoi_token_index=2)
+    shape = {k: v for k, v in _SHAPE.items() if not (k == "head_dim" and model_type in _OWN_HEAD_DIM)}
+    return AutoConfig.for_model(model_type, vocab_size=vocab_size, **{**shape, **_OVERRIDES.get(case, {})})
+
+
+def _widened(m, seed: int, norms_too: bool = False):
+    """Random init gives near-uniform outputs; widen the weights so distributions are peaked and tests bite.
+    ``norms_too`` also moves every vector (norm γ, biases) off its init, so a norm read wrongly shows."""
+    if norms_too:
+        torch.manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.ndim >= 2:
+                p.mul_(8.0)
+            elif norms_too and p.is_floating_point():
+                p.add_(0.3 * torch.randn_like(p))
+    return m.eval()
+
 
 def model(family: str, seed: int = 0, style: str = "llama"):
     from transformers import AutoModelForCausalLM
@@ -111,12 +189,24 @@ def model(family: str, seed: int = 0, style: str = "llama"):
     cfg = config(family, vocab_size=len(tok))
     cfg._attn_implementation = "eager"
     m = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
-    # Random init gives near-uniform outputs; widen the weights so distributions are peaked and tests bite.
-    with torch.no_grad():
-        for p in m.parameters():
-            if p.ndim >= 2:
-                p.mul_(8.0)
-    return m.eval(), tok
+    return _widened(m, seed), tok
+
+
+def model_for(case: str, seed: int = 0):
+    """A tiny random model of one of ARCHITECTURE_CASES and the llama-style tokenizer it was sized for."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    tok = tokenizer("llama")
+    if case == "tinylm":
+        from core.analyses.train.model import TinyLM, TinyLMConfig
+
+        m = TinyLM(TinyLMConfig(vocab_size=len(tok), n_layers=3, n_heads=4, d_model=64, context_length=256))
+    else:
+        cfg = config_for(case, vocab_size=len(tok))
+        cfg._attn_implementation = "eager"
+        m = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    return _widened(m, seed, norms_too=True), tok
 
 
 def handle(family: str = "llama", seed: int = 0, style: str = "llama") -> ModelHandle:
