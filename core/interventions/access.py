@@ -137,9 +137,9 @@ def _frozen(handle: ModelHandle, posts: dict, store: dict, at: tuple[int, int]) 
     row, position = at
     final = store["final"][row, position].detach().clone()
     return FrozenNorms(
-        final=freeze_norm(handle.adapter.final_norm(handle.model), final.cpu()),
-        attn_post=[None if m is None else freeze_norm(m, store["post_in", "attn", i].cpu()) for i, m in enumerate(posts["attn"])],
-        mlp_post=[None if m is None else freeze_norm(m, store["post_in", "mlp", i].cpu()) for i, m in enumerate(posts["mlp"])],
+        final=freeze_norm(handle.adapter, handle.adapter.final_norm(handle.model), final.cpu()),
+        attn_post=[None if m is None else freeze_norm(handle.adapter, m, store["post_in", "attn", i].cpu()) for i, m in enumerate(posts["attn"])],
+        mlp_post=[None if m is None else freeze_norm(handle.adapter, m, store["post_in", "mlp", i].cpu()) for i, m in enumerate(posts["mlp"])],
     )
 
 

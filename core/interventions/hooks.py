@@ -172,9 +172,12 @@ def capturing(handle: ModelHandle, keep_graph: bool = False) -> Iterator[dict]:
 
         return hook
 
+    in_place = handle.adapter.mlp_output_in_place  # Falcon adds attention into the MLP's output tensor in place
+
     def mlp_hook(layer):
         def hook(module, args, output):
-            store["mlps"][layer] = keep(output_tensor(output))
+            out = keep(output_tensor(output))
+            store["mlps"][layer] = out.clone() if in_place and not keep_graph else out
 
         return hook
 

@@ -117,11 +117,15 @@ def add_read_hooks(handle: ModelHandle, sites: Sequence[Site], store: dict, hook
             continue
         p = place(handle, site)
 
-        def keep(raw: torch.Tensor, site=site, p=p):
+        clone = in_place and site.kind in ("mlp", "mlp_out")
+
+        def keep(raw: torch.Tensor, site=site, p=p, clone=clone):
             t = p.view(raw)
             if keep_graph:
                 store[("raw", site)] = raw  # the tensor on the path to the output
             value = t if keep_graph else t.detach()
+            if clone and not keep_graph:  # Falcon adds the attention output into the MLP's output tensor in place
+                value = value.clone()
             if index is not None:
                 gather = index.to(value.device).reshape(*index.shape, *([1] * (value.ndim - 2)))
                 value = value.gather(1, gather.expand(-1, -1, *value.shape[2:]))

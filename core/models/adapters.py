@@ -211,14 +211,16 @@ class Adapter:
 
     # -- norms: the one place that knows how each family stores them -------------------------
 
-    def norm_gamma(self, norm: nn.Module) -> torch.Tensor:
-        """The effective elementwise scale γ of any norm module of this model, float32 (ones if it has no weight).
-        Gemma's and Nemotron's norms store γ − 1 and multiply by (1 + weight); torch's own norm classes never do."""
+    def norm_gamma(self, norm: nn.Module, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The effective elementwise scale γ of any norm module of this model, in ``dtype`` (ones if it has no
+        weight). Gemma's and Nemotron's norms store γ − 1 and multiply by (1 + weight); torch's own norm classes
+        never do. The offset is added in ``dtype`` (float64 for frozen norms: exact)."""
         weight = getattr(norm, "weight", None)
         if weight is None:
-            return torch.ones(norm.normalized_shape, dtype=torch.float32)
+            return torch.ones(norm.normalized_shape, dtype=dtype)
         offset = 0.0 if type(norm) in (nn.LayerNorm, nn.RMSNorm) else self.gamma_offset
-        return weight.detach().float() + offset
+        gamma = weight.detach().to(dtype)
+        return gamma + offset if offset else gamma
 
     def norm_eps(self, norm: nn.Module) -> float:
         for name in ("variance_epsilon", "eps", "epsilon"):

@@ -13,7 +13,7 @@ import torch
 
 from core.errors import UserError
 from core.models import prefetch
-from core.models.adapters import SUPPORTED_MODEL_TYPES, adapter_for, model_type_of
+from core.models.adapters import SUPPORTED_MODEL_TYPES, adapter_for, model_type_of, text_config
 from core.models.handle import ModelHandle
 from core.models.specs import (  # noqa: F401 (re-exported)
     DEFAULT_MODEL, DEVICES, DTYPES, EMBEDDED, QUANTIZATIONS, LoadOptions,
@@ -221,7 +221,7 @@ def wrap_model(model, tokenizer, spec: str, quantization: str = "none") -> Model
     """Describe an already loaded model (tests build tiny random ones this way)."""
     model.eval()
     adapter = adapter_for(model)
-    config = model.config
+    config = text_config(model)  # multimodal checkpoints (Gemma 3 4B+) keep the language model's in text_config
     n_layers = len(adapter.layers(model))
     n_heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head", None) or config.n_heads
     unembed = adapter.unembed(model)
@@ -242,7 +242,7 @@ def wrap_model(model, tokenizer, spec: str, quantization: str = "none") -> Model
         architecture=model_type_of(model),
         n_layers=n_layers,
         n_heads=int(n_heads),
-        d_model=int(adapter.final_norm(model).weight.shape[0]),
+        d_model=int(adapter.d_model(model)),
         vocab_size=int(unembed.out_features),
         dtype=str(dtype).removeprefix("torch."),
         device=adapter.embed(model).weight.device,

@@ -1,9 +1,6 @@
-"""Norms as numbers: the effective scale of any norm module, and a norm frozen at its clean scale.
-
-Gemma's RMSNorm multiplies by (1 + weight); every other family's by weight. ``norm_gamma`` is the one place
-that knows. A norm *frozen* at the scale it had on a clean input is linear in its input, which is what direct
-logit attribution, attribution graphs and the replacement model need.
-"""
+"""A norm frozen at the scale it had on a clean input: linear in its input, which is what direct logit attribution,
+attribution graphs and the replacement model need. How each family stores its norms (Gemma's 1 + γ, centring,
+eps) is the adapter's to know (``Adapter.norm_spec``, ``Adapter.norm_gamma``)."""
 
 from __future__ import annotations
 
@@ -12,33 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from core.errors import UserError
-
-
-def is_centring(norm: nn.Module) -> bool:
-    """LayerNorm (torch's, or a family's own such as Cohere's, which has no bias) centres its input; RMSNorm does not."""
-    name = type(norm).__name__
-    return isinstance(norm, nn.LayerNorm) or ("LayerNorm" in name and "rms" not in name.lower())
-
-
-def norm_gamma(norm: nn.Module, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """The effective elementwise scale γ of a norm module, in ``dtype`` (Gemma's RMSNorm stores γ − 1)."""
-    weight = getattr(norm, "weight", None)
-    if weight is None:
-        raise UserError(f"{type(norm).__name__} has no scale to read")
-    gamma = weight.detach().to(dtype)
-    if type(norm).__name__.startswith("Gemma"):
-        gamma = 1.0 + gamma
-    return gamma
-
-
-def norm_eps(norm: nn.Module) -> float:
-    eps = getattr(norm, "variance_epsilon", None)
-    if eps is None:
-        eps = getattr(norm, "eps", None)
-    if eps is None:
-        raise UserError(f"cannot freeze a {type(norm).__name__}: layerscope knows RMSNorm and LayerNorm")
-    return float(eps)
+from core.models.adapters import Adapter
 
 
 @dataclass(frozen=True)
@@ -70,18 +41,17 @@ class FrozenNorm:
         return r - r.mean() if self.centred else r
 
 
-def freeze_norm(norm: nn.Module, clean_input: torch.Tensor) -> FrozenNorm:
-    """``norm`` (RMSNorm of any family, or LayerNorm) frozen at its scale on ``clean_input`` [d_model]."""
+def freeze_norm(adapter: Adapter, norm: nn.Module, clean_input: torch.Tensor) -> FrozenNorm:
+    """``norm`` (any family's RMSNorm or LayerNorm, as ``adapter.norm_spec`` reads it) frozen at its scale on
+    ``clean_input`` [d_model]; float64."""
     x = clean_input.detach().double().cpu()
-    weight = getattr(norm, "weight", None)
-    gamma = norm_gamma(norm, torch.float64).cpu() if weight is not None else torch.ones_like(x)
-    eps = norm_eps(norm)
-    if is_centring(norm):
+    spec = adapter.norm_spec(norm)
+    gamma = adapter.norm_gamma(norm, torch.float64).cpu()
+    if spec.centres:
         centred = x - x.mean()
-        scale = gamma / torch.sqrt((centred * centred).mean() + eps)
-        bias = getattr(norm, "bias", None)
-        return FrozenNorm(scale, True, bias.detach().double().cpu() if isinstance(bias, torch.Tensor) else None)
-    return FrozenNorm(gamma / torch.sqrt((x * x).mean() + eps), False, None)
+        scale = gamma / torch.sqrt((centred * centred).mean() + spec.eps)
+        return FrozenNorm(scale, True, spec.bias.double().cpu() if spec.bias is not None else None)
+    return FrozenNorm(gamma / torch.sqrt((x * x).mean() + spec.eps), False, None)
 
 
 @dataclass

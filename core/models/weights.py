@@ -15,12 +15,10 @@ from torch import nn
 
 from core.errors import UserError
 from core.models.adapters import in_features
-from core.models.norms import norm_gamma
 
 if TYPE_CHECKING:
     from core.models.handle import ModelHandle
 
-OUT_PROJECTIONS = ("down_proj", "c_proj", "dense_4h_to_h", "fc2", "fc_out", "out_proj", "w2")
 IN_PROJECTIONS = ("up_proj", "c_fc", "dense_h_to_4h", "fc1", "fc_in", "w1", "w3")
 
 
@@ -121,7 +119,7 @@ class WeightViews:
 
     def final_norm_gamma(self) -> torch.Tensor:
         """The final norm's effective scale γ [d_model], float32."""
-        return norm_gamma(self._adapter.final_norm(self._model))
+        return self._adapter.norm_gamma(self._adapter.final_norm(self._model))
 
     @property
     def softcap(self) -> float | None:
@@ -187,12 +185,21 @@ class WeightViews:
         branch = self._adapter.mlp_branch(block)
         return None if branch is self._adapter.mlp(block) else branch
 
+    def mlp_post_gamma(self, layer: int) -> torch.Tensor | None:
+        """The effective scale γ [d_model] of the MLP's post-norm (Gemma 2/3, OLMo 2), None without one."""
+        norm = self.mlp_post_norm(layer)
+        return None if norm is None else self._adapter.norm_gamma(norm)
+
     # -- MLP neurons ----------------------------------------------------------------------------------------
 
     def mlp_out_proj(self, layer: int) -> nn.Module:
         """The MLP's output projection (its input is the neurons)."""
-        mlp = self._adapter.mlp(self._layer(layer))
-        return find_child(mlp, OUT_PROJECTIONS, "output projection (its neurons cannot be read)")
+        block = self._layer(layer)
+        proj = self._adapter.mlp_out_proj(block)
+        if proj is None:
+            raise UserError(f"layer {layer}'s MLP is a mixture of experts: it has no single output projection whose "
+                            "neurons could be read")
+        return proj
 
     def neuron_out(self, layer: int) -> torch.Tensor:
         """Each neuron's output ("value") vector: Float[Tensor, "neuron d_model"], float32, before any post-norm."""

@@ -17,7 +17,6 @@ import torch
 from core.analyses.lookup.answers import make_batch
 from core.errors import UserError
 from core.models.handle import ModelHandle
-from core.models.norms import norm_gamma
 from core.models.sites import Site
 from core.tokens import token_str
 
@@ -37,8 +36,8 @@ def top_neurons(handle: ModelHandle, ids: Sequence[int], position: int, per_laye
             activation = recorded[site][0, 0].float().cpu()
             values = handle.weights.neuron_out(layer).cpu()  # [neuron, d_model]
             contribution = activation.abs() * values.norm(dim=-1)
-            post_norm = handle.weights.mlp_post_norm(layer)  # Gemma 2/3 scale what the MLP writes
-            post = norm_gamma(post_norm) if post_norm is not None else 1.0
+            post = handle.weights.mlp_post_gamma(layer)  # Gemma 2/3 scale what the MLP writes
+            post = 1.0 if post is None else post
             for neuron in contribution.topk(min(per_layer, contribution.numel())).indices.tolist():
                 direction = values[neuron] * activation[neuron].sign() * post
                 picked.append((layer, neuron, float(activation[neuron]), float(contribution[neuron]), direction))

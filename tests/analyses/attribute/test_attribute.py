@@ -117,7 +117,7 @@ def test_zeroing_one_head_removes_exactly_its_part(family):
     branch = handle.adapter.attn_branch(block)
     removed = clean - ablated
     if branch is not handle.adapter.attention(block):  # Gemma 2/3: the post-norm, frozen
-        removed = freeze_norm(branch, clean).linear(removed)
+        removed = freeze_norm(handle.adapter, branch, clean).linear(removed)
     part = parts.vectors[parts.names.index(f"L{layer}H{head}")]
     assert part.abs().max() > 1e-2
     assert torch.allclose(removed, part, atol=1e-5)
@@ -155,7 +155,7 @@ def test_frozen_norm_is_the_norm_at_its_clean_input(family):
     with torch.no_grad():
         norm.weight.normal_(generator=torch.Generator().manual_seed(0))
         x = torch.randn(handle.d_model, generator=torch.Generator().manual_seed(1)) * 3
-        assert torch.allclose(freeze_norm(norm, x)(x), norm(x).double(), atol=1e-5)
+        assert torch.allclose(freeze_norm(handle.adapter, norm, x)(x), norm(x).double(), atol=1e-5)
 
 
 def test_bad_requests_are_one_line_user_errors():
