@@ -17,7 +17,6 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from core.interventions import capture, record
 from core.lens import run_lens
 from core.tokens import visible
 from tests import tiny
@@ -132,8 +131,8 @@ def test_forward_passes_never_overlap():
         jobs = [
             lambda: [run_lens(handle, PROMPTS[0], positions="all") for _ in range(8)],
             lambda: [handle.logits(handle.encode(PROMPTS[1:3])) for _ in range(8)],
-            lambda: [capture(handle, same_length) for _ in range(8)],
-            lambda: [record(handle, same_length) for _ in range(8)],
+            lambda: [handle.capture(same_length) for _ in range(8)],
+            lambda: [handle.record_run(same_length) for _ in range(8)],
         ]
         in_threads(jobs)
     finally:

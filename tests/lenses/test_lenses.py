@@ -11,7 +11,7 @@ import torch
 from core.errors import UserError
 from core.lens import run_lens, sublayer_sites
 from core.lenses import LogitLens, TunedLens, lens_for, load_tuned_lens
-from core.lenses.training import TrainingOptions, evaluate, train
+from core.analyses.tuned_lens.training import TrainingOptions, evaluate, train
 from tests import tiny
 
 TEXTS = ["The cat sat on the mat and the dog sat on the log. " * 6, "One two three four five six seven eight. " * 8,
@@ -102,7 +102,7 @@ def test_training_one_layer_at_a_time_is_the_joint_optimisation_of_all_translato
     """The trainer holds one translator (and its Adam state) at a time; the objective is the mean KL over
     layers and tokens of all translators at once. Here that joint objective is optimised directly, with every
     translator and one Adam over them all: the translators must come out the same."""
-    from core.lenses.training import _decode_subset, _least_squares, _picks, _prepare
+    from core.analyses.tuned_lens.training import _decode_subset, _least_squares, _picks, _prepare
 
     handle = tiny.handle(family, seed=2)
     options = TrainingOptions(train_tokens=400, seq_len=32, steps=12, batch_tokens=64, top_final=8, max_vocab=256,

@@ -14,7 +14,7 @@ pytest.importorskip("nnsight")
 
 from core.analyses import lens  # noqa: E402
 from core.models import wrap_model  # noqa: E402
-from core.models.backends import lens_reductions, through_nnsight  # noqa: E402
+from core.backends import lens_reductions, through_nnsight  # noqa: E402
 from tests import tiny  # noqa: E402
 
 PROMPTS = ["one two three four", "Monday Tuesday", "The capital of France is"]

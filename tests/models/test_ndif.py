@@ -13,8 +13,8 @@ from core import interventions as iv  # noqa: E402
 from core.analyses import lens, sequences as sq, translation  # noqa: E402
 from core.errors import UserError  # noqa: E402
 from core.models import wrap_model  # noqa: E402
-from core.models.backends import lens_reductions, ndif_handle, reduced_lens, through_nnsight  # noqa: E402
-from core.models.backends.sweep import ablation_sweep  # noqa: E402
+from core.backends import lens_reductions, ndif_handle, reduced_lens, through_nnsight  # noqa: E402
+from core.backends.sweep import ablation_sweep  # noqa: E402
 from tests import tiny  # noqa: E402
 from tests.analyses.sequences.tiny_prompts import tiny_prompts  # noqa: E402
 from tests.analyses.translation.test_analysis import SMALL  # noqa: E402
@@ -75,7 +75,7 @@ def test_the_ndif_handle_is_built_the_nnsight_way_and_runs_the_same_traces(tmp_p
     model.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     meta = ndif_handle(str(tmp_path))  # what --backend ndif builds: config and tokenizer read, weights on meta
-    assert meta.device.type == "meta" and meta.remote is True and meta.reductions_only
+    assert meta.device.type == "meta" and meta.backend.remote is True and meta.reductions_only
     assert (meta.n_layers, meta.n_heads, meta.vocab_size) == (3, 4, model.lm_head.out_features)
     here = ndif_handle(str(tmp_path), remote="local", dispatch=True)  # the same handle, weights loaded here
     settings = lens.Settings(prompt="Monday Tuesday", top_k=5, all_positions=False, track=(" Wednesday",))

@@ -11,7 +11,6 @@ import torch
 
 from core.analyses.train.tokenization import encode, token_labels
 from core.errors import UserError
-from core.interventions import attention_pattern
 from core.models.handle import Batch, ModelHandle
 
 
@@ -38,7 +37,7 @@ def attention_frame(handle: ModelHandle, prompt: str, layer: int) -> pd.DataFram
     ids = _prompt_ids(handle.tokenizer, prompt, handle.context_length)
     labels = [f"{i}:{t}" for i, t in enumerate(token_labels(handle.tokenizer, ids))]
     # pattern: [head, query, key]
-    pattern = attention_pattern(handle, _batch(ids), layer)[0]
+    pattern = handle.attention_pattern(_batch(ids), layer)[0]
     head, query, key = torch.meshgrid(*(torch.arange(n) for n in pattern.shape), indexing="ij")
     causal = key <= query
     frame = pd.DataFrame(

@@ -16,7 +16,7 @@ import pandas as pd
 from core.analyses.base import Settings as BaseSettings
 from core.errors import UserError
 from core.lenses import LogitLens, default_lens_dir, load_tuned_lens
-from core.lenses.training import TrainingOptions, evaluate, train
+from core.analyses.tuned_lens.training import TrainingOptions, evaluate, train
 from core.lenses.tuned import CONFIG
 from core.models.handle import ModelHandle
 from core.progress import Progress, part

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from core.lens import run_lens
 from core.errors import UserError
 from core.lenses.base import Lens
 from core.lenses.tuned import TunedLens
@@ -193,8 +194,6 @@ def train(handle: ModelHandle, texts: list[str], options: TrainingOptions = Trai
 def evaluate(handle: ModelHandle, lines: list[str], lenses: dict[str, Lens], progress: Progress | None = None) -> dict:
     """Mean KL(final ‖ layer) in bits per layer and lens, over every position of every line (one sequence
     per line, BOS as the tokenizer adds it), with the full vocabulary."""
-    from core.lens import run_lens
-
     lines = [line for line in lines if line.strip()]
     if not lines:
         raise UserError("the evaluation text is empty: give a file with at least one line of text")
