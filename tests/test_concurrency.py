@@ -249,7 +249,7 @@ def test_out_of_memory_during_an_analysis_is_a_message_and_the_app_keeps_serving
     at = AppTest.from_file(APP, default_timeout=600)
     at.run()
     with monkeypatch.context() as patch:
-        patch.setattr(core.analyses.lens.analysis, "run_lens_on", exhausted)  # what the page's one core call runs
+        patch.setattr(core.analyses.lens.analysis, "run_lens", exhausted)  # what the page's one core call runs
         run_prompt(at, "A prompt that needs more memory than the device has")
     assert not at.exception
     assert "ran out of memory" in at.error[0].value and "keeps serving" in at.error[0].value

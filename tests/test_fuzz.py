@@ -172,7 +172,7 @@ def test_cli_out_of_memory_is_one_line(monkeypatch, capsys):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     monkeypatch.setattr(core.analyses.lens.command, "load_from_args", lambda args: tiny.handle("llama"))
-    monkeypatch.setattr(core.analyses.lens.analysis, "run_lens_on", exhausted)
+    monkeypatch.setattr(core.analyses.lens.analysis, "run_lens", exhausted)
     assert cli(["lens", "--prompt", "one two"]) == 1
     assert "out of memory" in one_line_error(capsys)
 

@@ -199,7 +199,7 @@ def model_for(case: str, seed: int = 0):
     torch.manual_seed(seed)
     tok = tokenizer("llama")
     if case == "tinylm":
-        from core.analyses.train.model import TinyLM, TinyLMConfig
+        from core.models.tinylm import TinyLM, TinyLMConfig
 
         m = TinyLM(TinyLMConfig(vocab_size=len(tok), n_layers=3, n_heads=4, d_model=64, context_length=256))
     else:

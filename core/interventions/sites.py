@@ -104,6 +104,7 @@ def add_read_hooks(handle: ModelHandle, sites: Sequence[Site], store: dict, hook
 
     With ``keep_graph`` the hooked tensor itself is kept under ``store[("raw", site)]`` (gradients are taken
     with respect to it: a view made from it lies off the path to the output)."""
+    in_place = handle.adapter.mlp_output_in_place
     for site in sites:
         if site.kind == "pattern":
             module = place(handle, site).module

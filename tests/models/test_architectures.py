@@ -11,6 +11,7 @@ from torch import nn
 from core.errors import UserError
 from core.models import ModelHandle, wrap_model
 from core.models.adapters import ADAPTERS, ARCHITECTURES, adapter_for, missing, text_config
+from core.interventions.hooks import run_body
 from tests import tiny
 
 PROMPTS = ["The capital of France is Paris. The capital of Germany is", "one two three"]
@@ -28,33 +29,11 @@ MOE_LAYERS = {  # which of the 3 layers hold a mixture of experts
     **dict.fromkeys(("deepseek_v2", "deepseek_v3", "dots1", "glm4_moe", "ernie4_5_moe"), (1, 2)),
 }
 LEARNED_POSITIONS = {"gpt2", "gpt_bigcode", "tinylm"}  # residual 0 = token + position embedding
-# loading.wrap_model (not this suite's to change) reads two facts where these models do not keep them.
-WRAP_GAPS = {
-    "gemma3": "wrap_model reads num_attention_heads from model.config; Gemma3Config keeps it in text_config "
-              "(read adapters.text_config(model))",
-    "olmo": "wrap_model reads d_model from final_norm.weight; OLMo-1's LayerNorm has no weight (read adapter.d_model)",
-}
-DECODE_LACKS_LOGIT_SCALE = pytest.mark.xfail(
-    reason="handle.decode does not multiply by adapter.logit_scale yet (the handle rewrite adds it)", strict=False
-)
-
-
 @lru_cache(maxsize=None)
-def _built(case: str) -> tuple[ModelHandle, str | None]:
-    """The case's handle, and why wrap_model could not build it (the handle is then assembled here)."""
+def _built(case: str) -> tuple[ModelHandle, None]:
+    """The case's handle (from ``wrap_model``, as a real load builds it)."""
     model, tok = tiny.model_for(case)
-    try:
-        return wrap_model(model, tok, f"tiny-{case}"), None
-    except AttributeError as error:
-        if case not in WRAP_GAPS:
-            raise
-        adapter, config = adapter_for(model), text_config(model)
-        handle = ModelHandle(
-            spec=f"tiny-{case}", model=model, tokenizer=tok, adapter=adapter, architecture=case,
-            n_layers=len(adapter.layers(model)), n_heads=config.num_attention_heads, d_model=adapter.d_model(model),
-            vocab_size=adapter.unembed(model).out_features, dtype="float32", device=torch.device("cpu"),
-        )
-        return handle, str(error)
+    return wrap_model(model, tok, f"tiny-{case}"), None
 
 
 def _handle(case: str) -> ModelHandle:
@@ -88,7 +67,13 @@ def _record(handle: ModelHandle, batch, sites: dict) -> dict:
                     lambda module, args, output, name=name: seen.__setitem__(name, _first(output).clone())))
         return hooks
 
-    handle.run_body_hooked(batch, register)
+    hooks = register()
+    try:
+        with torch.inference_mode():
+            run_body(handle, batch)
+    finally:
+        for h in hooks:
+            h.remove()
     return seen
 
 
@@ -117,8 +102,7 @@ def test_logits_rebuilt_from_the_last_residual_equal_the_models_own(case):
     assert adapter.embedding_scale(model) == pytest.approx(EMBEDDING_SCALE.get(case, 1.0))
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, marks=DECODE_LACKS_LOGIT_SCALE) if c in LOGIT_SCALE else c
-                                  for c in CASES])
+@pytest.mark.parametrize("case", CASES)
 def test_handle_decode_of_the_last_residual_equals_the_logits(case):
     handle = _handle(case)
     batch = handle.encode(PROMPTS)
@@ -187,9 +171,7 @@ def test_mlp_site_and_its_output_projection(case):
 
 @pytest.mark.parametrize("case", CASES)
 def test_wrap_model_describes_the_model(case):
-    handle, gap = _built(case)
-    if gap:
-        pytest.xfail(WRAP_GAPS[case])
+    handle, _ = _built(case)
     model, config = handle.model, text_config(handle.model)
     assert handle.n_layers == (getattr(config, "num_hidden_layers", None) or config.n_layers) == 3
     assert handle.n_heads == (getattr(config, "num_attention_heads", None) or config.n_heads) == 4

@@ -75,7 +75,8 @@ def test_sketched_gradients_of_4bit_layers_equal_the_dequantized_layers_exact_gr
     sketches, losses = sketcher.sketch(contexts, targets)
     model = dequantized_copy(quantized)
     name_of = {id(m): name for name, m in quantized.model.named_modules()}
-    linears = {layer.name: model.get_submodule(name_of[id(layer.module)]) for layer in sketcher.layers}
+    modules = quantized.weights.linear_modules("all")
+    linears = {layer.name: model.get_submodule(name_of[id(modules[layer.name])]) for layer in sketcher.layers}
     for row, (context, target) in enumerate(zip(contexts, targets)):
         model.zero_grad()
         logits = model(torch.tensor([context])).logits[0, -1]
