@@ -42,7 +42,7 @@ COMMANDS: dict[str, list[str]] = {
 }
 
 VOLATILE = {"seconds", "elapsed_s", "path", "out", "checkpoint", "created", "folder", "cache", "time_s",
-            "tokens_per_second", "train_seconds", "eval_seconds"}
+            "tokens_per_second", "tokens_per_s", "train_seconds", "eval_seconds"}
 
 
 def save(out: Path, only: list[str] | None) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+import core.interventions  # noqa: F401 (registers the local backend: every analysis reaches the model through it)
 from core.models.handle import ModelHandle
 from core.progress import Progress
 
