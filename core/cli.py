@@ -81,31 +81,40 @@ def progress_of(args: argparse.Namespace) -> Progress:
 
 @functools.cache
 def _command_index() -> dict[str, dict]:
-    """Every analysis package's command, read from its ``command.py`` without importing it (importing all of
-    them costs seconds at start-up: each pulls in its analysis): {package: {"NAME", "HELP", "ALIASES"}}."""
+    """Every command, read from its source without importing it (importing all of them costs seconds at start-up:
+    each pulls in its analysis): an analysis package's ``command.py`` (``core/analyses/<name>/command.py``, keyed
+    by the package) and each module of ``core/commands/`` (commands over no one analysis, e.g. ``results``,
+    keyed by the module): {key: {"NAME", "HELP", "ALIASES", "loads_model", "module"}}."""
     import ast
 
     import core.analyses as analyses
+    import core.commands as commands
 
+    found = [(info.name, os.path.join(analyses.__path__[0], info.name, "command.py"), f"core.analyses.{info.name}.command")
+             for info in pkgutil.iter_modules(analyses.__path__) if info.ispkg]
+    found += [(info.name, os.path.join(commands.__path__[0], f"{info.name}.py"), f"core.commands.{info.name}")
+              for info in pkgutil.iter_modules(commands.__path__) if not info.ispkg]
     index = {}
-    for info in sorted(pkgutil.iter_modules(analyses.__path__), key=lambda i: i.name):
-        path = os.path.join(analyses.__path__[0], info.name, "command.py")
-        if not info.ispkg or not os.path.isfile(path):
+    for key, path, module in sorted(found):
+        if not os.path.isfile(path) or key in index:
             continue
         with open(path, encoding="utf-8") as f:
             tree = ast.parse(f.read(), path)
         values = {target.id: node.value for node in tree.body if isinstance(node, ast.Assign)
                   for target in node.targets if isinstance(target, ast.Name)}
-        index[info.name] = {key: ast.literal_eval(values[key]) if key in values else () for key in ("NAME", "HELP", "ALIASES")}
-        index[info.name]["loads_model"] = any(isinstance(node, ast.Name) and node.id == "add_model_arguments"
-                                              for node in ast.walk(tree))
+        if "NAME" not in values:
+            continue  # a helper module, not a command
+        index[key] = {name: ast.literal_eval(values[name]) if name in values else () for name in ("NAME", "HELP", "ALIASES")}
+        index[key]["loads_model"] = any(isinstance(node, ast.Name) and node.id == "add_model_arguments"
+                                        for node in ast.walk(tree))
+        index[key]["module"] = module
     return index
 
 
 def _command_modules():
-    """Every analysis package's command module, in name order (a package without one has no subcommand)."""
-    for package in _command_index():
-        yield importlib.import_module(f"core.analyses.{package}.command")
+    """Every command's module, in name order (an analysis package without a command.py has no subcommand)."""
+    for info in _command_index().values():
+        yield importlib.import_module(info["module"])
 
 
 class _Parser(argparse.ArgumentParser):
@@ -131,7 +140,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(info["NAME"], help=info["HELP"], description=info["HELP"], aliases=list(info["ALIASES"]))
         if argv is not None and package != named:
             continue  # listed for --help; its arguments are added only when it is the one asked for
-        module = importlib.import_module(f"core.analyses.{package}.command")
+        module = importlib.import_module(info["module"])
         p.add_argument("--json", action="store_true", help="print the result as one JSON object")
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
