@@ -7,17 +7,25 @@ from typing import Sequence
 
 import torch
 
+from core.errors import UserError
+from core.interventions.hooks import removing
+from core.interventions.sites import add_edit_hooks
 from core.models.handle import Batch, ModelHandle
+from core.models.sites import Edit
 
 
 def generate(handle: ModelHandle, batch: Batch, max_new_tokens: int, stop: Sequence[str] = (),
-             kv_cache: bool | None = None) -> list[list[int]]:
+             kv_cache: bool | None = None, edits: Sequence[Edit] = ()) -> list[list[int]]:
     """``ModelHandle.generate``: new ids per row, cut at end-of-sequence (and after a ``stop`` string appears).
     ``kv_cache`` forces Hugging Face ``generate`` (True) or the plain loop (False); None picks ``generate`` when
-    the model has it."""
+    the model has it. ``edits`` apply at every pass, to every position (steering): they may not name positions,
+    which mean nothing once new tokens are fed one at a time."""
+    if any(e.positions is not None or e.cells is not None for e in edits):
+        raise UserError("edits during generation apply to every position: leave their positions out")
     if kv_cache is None:
         kv_cache = handle.adapter.family != "tinylm" and hasattr(handle.model, "generate")
-    with handle.lock, torch.inference_mode():
+    with handle.lock, torch.inference_mode(), removing([]) as hooks:
+        add_edit_hooks(handle, edits, hooks)
         return (_generate if kv_cache else _loop)(handle, batch, max_new_tokens, stop)
 
 

@@ -292,10 +292,11 @@ class ModelHandle:
         return self._op("logits")(self, batch)
 
     def generate(self, batch: Batch, max_new_tokens: int, stop: Sequence[str] = (), *,
-                 kv_cache: bool | None = None) -> list[list[int]]:
+                 kv_cache: bool | None = None, edits: Sequence[Edit] = ()) -> list[list[int]]:
         """Greedy continuation ids per row (no prompt; cut at end-of-sequence, and once a ``stop`` string appears).
-        ``kv_cache`` forces the cached (True) or the plain one-pass-per-token (False) decoding; both agree."""
-        return self._op("generate")(self, batch, max_new_tokens, stop, kv_cache)
+        ``kv_cache`` forces the cached (True) or the plain one-pass-per-token (False) decoding; both agree.
+        ``edits`` (without positions: they apply to every position of every pass) steer the generation."""
+        return self._op("generate")(self, batch, max_new_tokens, stop, kv_cache, edits)
 
     def record(self, batch: Batch, sites: Sequence[Site], *, index: torch.Tensor | None = None,
                edits: Sequence[Edit] = (), norms_at: tuple[int, int] | None = None) -> Recording:

@@ -165,6 +165,27 @@ class WeightViews:
         h = self._handle.n_heads
         return matrix.T.reshape(h, matrix.shape[1] // h, matrix.shape[0])
 
+    def value_proj(self, layer: int) -> torch.Tensor:
+        """W_V of every key-value head: Float[Tensor, "kv_head d_model head_dim"] (float32), reading the attention's
+        normalised input; ``UserError`` where the value projection is fused with the queries and keys."""
+        attention = self._adapter.attention(self._layer(layer))
+        proj = getattr(attention, "v_proj", None)
+        if not isinstance(proj, nn.Module):
+            raise UserError(f"{type(attention).__name__} fuses its value projection with the queries and keys: "
+                            "its OV circuits cannot be read as weights here")
+        matrix = linear_matrix(proj)  # [kv_heads * head_dim, d_model]
+        head_dim = self._handle.head_dim
+        return matrix.reshape(-1, head_dim, matrix.shape[1]).transpose(1, 2)
+
+    def ov(self, layer: int, head: int) -> torch.Tensor:
+        """A head's OV circuit W_V W_O: Float[Tensor, "d_model d_model"] (float32; rows read the normalised input,
+        columns are what the head writes, before any post-norm). Grouped-query heads share their kv head's W_V."""
+        if not 0 <= head < self._handle.n_heads:
+            raise UserError(f"head {head} does not exist: choose 0..{self._handle.n_heads - 1}")
+        w_v = self.value_proj(layer)
+        kv = head // (self._handle.n_heads // w_v.shape[0])
+        return w_v[kv] @ self.out_proj(layer)[head]
+
     def out_proj_module(self, layer: int) -> nn.Module:
         """The attention's output projection (its input is every head's ``z``, concatenated)."""
         return self._adapter.attn_out_proj(self._layer(layer))
