@@ -15,6 +15,7 @@ from core.analyses.lookup import incontext
 from core.analyses.lookup.answers import Item, Scores, score
 from core.analyses.lookup.heads import ABLATIONS, Heads, retrieval_heads
 from core.analyses.lookup.neurons import top_neurons
+from core.analyses.lookup.subject import SubjectSearch, find_subject, span_of_text, span_of_tokens
 from core.analyses.lookup.tracing import KINDS, Trace, trace
 from core.errors import UserError
 from core.models.handle import ModelHandle
@@ -45,6 +46,9 @@ class Settings(BaseSettings):
     Facts: ``facts_csv`` (CSV bytes; None = the shipped ``assets/facts.csv``), ``n`` facts (0 = all),
     ``shots``; causal tracing of fact ``trace_fact`` (-1 = the first one the model gets right) with
     ``noise`` × the embeddings' std, restoring ``kinds`` over ``window`` layers; ``neurons`` per layer.
+    The traced subject is the CSV's; ``subject`` (its text in the traced prompt) or ``subject_tokens`` (a token
+    range [start, end) of the traced prompt) pick another; without any, the span whose noising hides the
+    answer is searched for (``subject.py``).
     Both: ``top_heads`` heads confirmed by ``ablation``; ``seed``.
     """
 
@@ -63,6 +67,8 @@ class Settings(BaseSettings):
     kinds: tuple[str, ...] = KINDS
     window: int = 1
     neurons: int = 5
+    subject: str = ""
+    subject_tokens: tuple[int, int] | None = None
 
     def validate(self) -> None:
         if self.task not in TASKS:
@@ -74,6 +80,8 @@ class Settings(BaseSettings):
                 raise UserError(f"K (pairs per prompt) must be 1..{MAX_PAIRS}, got {', '.join(map(str, self.pairs)) or 'none'}")
             if self.lists not in incontext.LISTS:
                 raise UserError(f"unknown list '{self.lists}': choose one of {', '.join(incontext.LISTS)}")
+            if self.subject or self.subject_tokens is not None:
+                raise UserError("a subject span belongs to causal tracing of facts: use --task facts")
         else:
             if not 0 <= self.n <= facts_mod.MAX_FACTS:
                 raise UserError(f"the number of facts must be 0 (all) .. {facts_mod.MAX_FACTS}, got {self.n}")
@@ -88,6 +96,8 @@ class Settings(BaseSettings):
                 raise UserError(f"unknown restoration kind '{bad[0]}': choose from {', '.join(KINDS)}")
             if not 0 <= self.neurons <= 50:
                 raise UserError(f"neurons per layer must be 0..50, got {self.neurons}")
+            if self.subject and self.subject_tokens is not None:
+                raise UserError("give the subject as text or as a token range, not both")
         if not 0 <= self.top_heads <= 64:
             raise UserError(f"the number of heads to confirm must be 0..64, got {self.top_heads}")
         if self.ablation not in ABLATIONS:
@@ -115,6 +125,8 @@ class Result:
     trace: Trace | None = None
     traced: dict = field(default_factory=dict)  # the traced fact: prompt, answer, index
     neurons: pd.DataFrame | None = None
+    subject_from: str = "column"  # where the traced subject came from: column, search or setting
+    subject_search: SubjectSearch | None = None  # the candidates, when the subject was searched for
 
     # -- figures --------------------------------------------------------------------------------------
     @property
@@ -197,6 +209,11 @@ class Result:
             trace[key] = [[_r(v) for v in row] for row in t.effects[kind]]
         trace["peak"] = {kind: {k: (_r(v) if isinstance(v, float) else v) for k, v in t.peak(kind).items()}
                          for kind in t.effects}
+        if self.subject_from != "column":
+            trace["subject_from"] = self.subject_from
+            trace["subject_text"] = "".join(t.tokens[t.subject[0]:t.subject[1]]).strip()
+        if self.subject_search is not None:
+            trace["subject_candidates"] = _records(self.subject_search.frame())
         return trace
 
     def frames(self) -> dict[str, pd.DataFrame]:
@@ -205,7 +222,8 @@ class Result:
         model's), correct, p_answer, settled_layer (from which layer the answer stays top-1; main prompts only);
         ``layers``: layer, p_answer; ``heads``: the confirmed heads; ``head_attention``: layer, head,
         attention (every head); for in context ``by_pairs``, ``by_position``, ``by_condition``; for facts
-        ``trace`` (kind, layer, position, token, subject, indirect_effect) and ``neurons``."""
+        ``trace`` (kind, layer, position, token, subject, indirect_effect) and ``neurons``, and when the subject was
+        searched for ``subject_candidates`` (``SubjectSearch.frame``: start, end, text, p_noised, drop, chosen)."""
         attention = pd.DataFrame([{"layer": l, "head": h, "attention": float(self.heads.attention[l, h])}
                                   for l in range(self.n_layers) for h in range(self.n_heads)])
         out = {"prompts": self.prompts, "layers": self.layers(), "heads": self.heads.table, "head_attention": attention}
@@ -215,6 +233,8 @@ class Result:
             out["by_relation"] = self._grouped(self.main, "relation")
             if self.trace is not None:
                 out["trace"] = self.trace.frame()
+            if self.subject_search is not None:
+                out["subject_candidates"] = self.subject_search.frame()
             if self.neurons is not None:
                 out["neurons"] = self.neurons
         return out
@@ -278,26 +298,51 @@ def _run_facts(handle: ModelHandle, s: Settings, progress: Progress) -> Result:
         it = items[index]
         result.traced = {"index": index, "prompt": facts[index].prompt, "answer": facts[index].answer,
                          "subject": facts[index].subject, "correct": bool(scores.correct[index])}
-        result.trace = trace(handle, it.ids, it.span, it.answer[0], noise=s.noise, seed=s.seed, kinds=s.kinds,
+        text = facts_mod.with_shots(facts, s.shots, s.seed)[index]  # the prompt as scored (items made the same)
+        span = _subject_span(handle, s, facts[index], text, it, result)
+        if span is None:
+            notes.append(f"fact {index} has no subject column and no word before its last one to noise: nothing "
+                         "was traced (give its subject)")
+            progress(1.0, "done")
+            return result
+        result.trace = trace(handle, it.ids, span, it.answer[0], noise=s.noise, seed=s.seed, kinds=s.kinds,
                              window=s.window, progress=part(progress, 0.5, 0.95))
         if s.neurons:
-            result.neurons = top_neurons(handle, it.ids, it.span[1] - 1, per_layer=s.neurons)
+            result.neurons = top_neurons(handle, it.ids, span[1] - 1, per_layer=s.neurons)
     progress(1.0, "done")
     return result
 
 
+def _subject_span(handle: ModelHandle, s: Settings, fact, text: str, item: Item,
+                  result: Result) -> tuple[int, int] | None:
+    """The traced tokens of ``text`` (the fact's prompt after its demonstrations): the settings' span, else the
+    CSV's subject, else the searched one (``result.subject_from`` says which; None: nothing to search)."""
+    start = len(text) - len(fact.prompt)
+    if s.subject_tokens is not None:
+        result.subject_from = "setting"
+        return span_of_tokens(tuple(s.subject_tokens), len(item.ids))
+    if s.subject:
+        result.subject_from = "setting"
+        return span_of_text(handle.tokenizer, text, start, s.subject)
+    if item.span[1] > item.span[0]:
+        return item.span
+    search = find_subject(handle, item.ids, text, start, item.answer[0], noise=s.noise, seed=s.seed)
+    if search is None:
+        return None
+    result.subject_from, result.subject_search = "search", search
+    return search.span
+
+
 def _fact_to_trace(s: Settings, facts, items: list[Item], scores: Scores, notes: list[str]) -> int | None:
-    """The fact to trace: ``trace_fact``, or the first one the model gets right that has a subject."""
+    """The fact to trace: ``trace_fact``, or the first one the model gets right that has a subject (without any
+    subject column, or with a subject setting: the first one it gets right)."""
     if s.trace_fact >= 0:
         if s.trace_fact >= len(facts):
             raise UserError(f"fact {s.trace_fact} does not exist: there are {len(facts)} (0..{len(facts) - 1})")
-        if items[s.trace_fact].span[1] <= items[s.trace_fact].span[0]:
-            raise UserError(f"fact {s.trace_fact} has no subject column: causal tracing needs to know which tokens to corrupt")
         return s.trace_fact
     with_subject = [i for i, it in enumerate(items) if it.span[1] > it.span[0]]
-    if not with_subject:
-        notes.append("no fact names its subject (a 'subject' column), so nothing was traced")
-        return None
+    if not with_subject or s.subject or s.subject_tokens is not None:
+        with_subject = list(range(len(items)))
     correct = [i for i in with_subject if scores.correct[i]]
     if not correct:
         notes.append("the model gets none of these facts right: the first fact is traced anyway")

@@ -32,6 +32,18 @@ def add_arguments(parser) -> None:
     parser.add_argument("--noise", type=float, default=3.0, help="facts: noise, times the embeddings' std (default 3)")
     parser.add_argument("--window", type=int, default=1, help="facts: layers restored together for mlp/attention")
     parser.add_argument("--kinds", default=",".join(KINDS), help=f"facts: restorations to trace (default {','.join(KINDS)})")
+    parser.add_argument("--subject", default="", help="facts: the traced subject, as text of the traced prompt "
+                                                      "(default: the CSV's subject column, else the span found by noising)")
+    parser.add_argument("--subject-tokens", help="facts: the traced subject as a token range START:END of the traced prompt")
+
+
+def _token_range(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    start, sep, end = text.partition(":")
+    if not sep or not start.strip().isdigit() or not end.strip().isdigit():
+        raise UserError(f"--subject-tokens takes a token range START:END (e.g. 4:6), got '{text}'")
+    return int(start), int(end)
 
 
 def settings_of(args) -> Settings:
@@ -48,7 +60,7 @@ def settings_of(args) -> Settings:
     return Settings(task=args.task, n=n, seed=args.seed, pairs=pair_sweep(args.pairs), lists=args.lists,
                     perturb=not args.no_perturb, facts_csv=facts_csv, shots=args.shots, top_heads=args.top_heads,
                     ablation=args.ablation, trace_fact=args.trace_fact, noise=args.noise, kinds=kinds,
-                    window=args.window)
+                    window=args.window, subject=args.subject, subject_tokens=_token_range(args.subject_tokens))
 
 
 def run(args) -> dict:

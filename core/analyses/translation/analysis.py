@@ -10,16 +10,20 @@ English in the middle, the target only in the last layers.
 - ``run``: the batched lens over every kept word -> ``Result``.
 - ``drill_down``: one word's prompt under the lens at every position, and its top tokens per
   layer labelled by language.
+- With ``causal`` / ``steer``: concept patching (``causal.py``) and language steering (``steering.py``) beside it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from core.analyses.base import Settings as BaseSettings
+from core.analyses.translation.causal import CausalResult, run_causal
+from core.analyses.translation.steering import SteeringResult, run_steering
 from core.analyses.translation.prompts import MAX_SHOTS, SLOTS, TASKS, plan_words
 from core.analyses.translation.wordlist import LANGUAGES, WordList, language, load_words, scripts_in
 from core.errors import UserError
@@ -56,6 +60,11 @@ class Settings(BaseSettings):
     batch_size: int = 16
     words: WordList | None = None
     lens: str = "logit"  # "logit" | "tuned"; the logit lens by default (see LENS_ADVICE)
+    causal: bool = False  # concept patching: source → target prompts patched into ``into`` = (R_in, R_out) prompts
+    into: tuple[str, str] | None = None
+    onward: bool = False  # concept patching at every row from ℓ on, not at row ℓ alone
+    steer: tuple[str, str] | None = None  # language steering: the X − Y direction, added with strength ``alpha``
+    alpha: float = 1.0
 
     @property
     def word_list(self) -> WordList:
@@ -85,6 +94,34 @@ class Settings(BaseSettings):
             raise UserError(f"top-k must be between 1 and {MAX_TOP_K}, got {s.top_k}")
         if s.batch_size < 1:
             raise UserError("batch size must be at least 1")
+        self._validate_causal(s, words)
+
+    def _validate_causal(self, s: "Settings", words: WordList) -> None:
+        if (s.into is not None or s.onward) and not s.causal:
+            raise UserError("--into and --onward set up concept patching: add --causal")
+        if (s.causal or s.steer) and s.task != "translation":
+            raise UserError("concept patching and steering patch translation prompts: use the translation task")
+        if s.causal:
+            if s.into is None or len(s.into) != 2:
+                raise UserError("concept patching needs the receiving pair: --into R_IN,R_OUT (e.g. de,es)")
+            for code in s.into:
+                language(code)
+            if s.into[0] == s.into[1]:
+                raise UserError(f"--into names the same language twice ({s.into[0]}): the receiving prompt must translate")
+            if s.into[1] == s.target:
+                raise UserError(f"the receiving prompt answers in {s.target} like the source prompt: choose another "
+                                "--into output language, or the concept could not be told from its language")
+            words.require(*s.into)
+        if s.steer is not None:
+            if len(s.steer) != 2:
+                raise UserError("--steer takes two language codes, X,Y (e.g. de,zh)")
+            for code in s.steer:
+                language(code)
+            if s.steer[0] == s.steer[1]:
+                raise UserError(f"--steer names the same language twice ({s.steer[0]}): give two languages X,Y")
+            words.require(*s.steer, "en")
+            if not isinstance(s.alpha, (int, float)) or not math.isfinite(s.alpha):
+                raise UserError(f"the steering strength alpha must be a finite number, got {s.alpha!r}")
 
 
 @dataclass
@@ -107,6 +144,8 @@ class Result:
     top_probs: np.ndarray  # [layer, word, k]
     token_sets: list[dict]  # per word: slot -> ids the lens may show for that word (for labels)
     n_two_piece: int  # kept words where a lead (two pieces) stood in for a split first character
+    causal: CausalResult | None = None  # concept patching, when asked for
+    steering: SteeringResult | None = None  # language steering, when asked for
 
     @property
     def n_words(self) -> int:
@@ -180,8 +219,8 @@ class Result:
 
     def to_json(self) -> dict:
         """The ``python -m core translation`` contract: per layer the three mean masses, the target's and
-        latent's 95% bands and the mean entropy."""
-        return {
+        latent's 95% bands and the mean entropy (plus ``causal`` and ``steering`` when they ran)."""
+        out = {
             "model": self.model,
             "n_words": self.n_words,
             "n_dropped": self.n_dropped,
@@ -198,12 +237,26 @@ class Result:
                 for row in self.curves().itertuples()
             ],
         }
+        if self.causal is not None:
+            out["causal"] = self.causal.to_json()
+        if self.steering is not None:
+            out["steering"] = self.steering.to_json()
+        return out
 
     def frames(self) -> dict[str, pd.DataFrame]:
         """``curves`` (``curves``), ``words`` (``final_table``), ``word_layers`` (``word_frame``: per word x
-        layer, with prompts), ``dropped`` (row, source_word, target_word, latent_word, reason, detail)."""
-        return {"curves": self.curves(), "words": self.final_table(), "word_layers": self.word_frame(),
-                "dropped": self.dropped}
+        layer, with prompts), ``dropped`` (row, source_word, target_word, latent_word, reason, detail); with
+        concept patching ``causal`` (``CausalResult.curves``), ``causal_pairs`` (``pair_frame``) and
+        ``causal_prompts`` (``CausalResult.pairs``), ``causal_dropped`` (a, b, reason, detail); with steering
+        ``steering`` (``SteeringResult.curves``) and ``steering_prompts`` (row, word_x, word_y, word_en, prompt)."""
+        out = {"curves": self.curves(), "words": self.final_table(), "word_layers": self.word_frame(),
+               "dropped": self.dropped}
+        if self.causal is not None:
+            out.update(causal=self.causal.curves(), causal_pairs=self.causal.pair_frame(),
+                       causal_prompts=self.causal.pairs, causal_dropped=self.causal.dropped)
+        if self.steering is not None:
+            out.update(steering=self.steering.curves(), steering_prompts=self.steering.prompts)
+        return out
 
 
 @dataclass(frozen=True)
@@ -260,7 +313,24 @@ def _lens_by_length(handle: ModelHandle, prompts: list[str], progress, **kwargs)
 
 
 def run(handle: ModelHandle, settings: Settings, progress: Progress | None = None) -> Result:
-    """The latent-language curves of ``settings`` over its word list (default: the shipped list)."""
+    """The latent-language curves of ``settings`` over its word list (default: the shipped list), with concept
+    patching and language steering when the settings ask for them."""
+    settings.validate()
+    extras = [job for job, wanted in ((run_causal, settings.causal), (run_steering, settings.steer)) if wanted]
+    if not extras:
+        return _run_lens(handle, settings, progress)
+    share = 1 / (1 + 2 * len(extras))  # the patched runs cost about twice the lens
+    result = _run_lens(handle, settings, part(progress, 0.0, share))
+    for i, job in enumerate(extras):
+        outcome = job(handle, result.settings, part(progress, share * (1 + 2 * i), share * (3 + 2 * i)))
+        if job is run_causal:
+            result.causal = outcome
+        else:
+            result.steering = outcome
+    return result
+
+
+def _run_lens(handle: ModelHandle, settings: Settings, progress: Progress | None = None) -> Result:
     plan = plan_words(handle.tokenizer, settings)
     s = plan.settings
     reader = lens_for(handle, s.lens)

@@ -99,3 +99,40 @@ def drill_down_chart(table: pd.DataFrame, n_layers: int) -> alt.Chart:
 def _language_order(label: str) -> tuple[int, str]:
     head = label.split(":")[0]
     return (SLOTS.index(head) if head in SLOTS else len(SLOTS), label)
+
+
+def _band_lines(curves: pd.DataFrame, columns: dict[str, str], colors: list[str], title: str,
+                y_title: str) -> alt.LayerChart:
+    """Mean lines with 95% bands of ``columns`` (curve column -> label) against the patched / steered lens row."""
+    long = pd.concat([pd.DataFrame({"layer": curves["layer"], "read": label, "p": curves[column],
+                                    "lo": curves[f"{column}_lo"], "hi": curves[f"{column}_hi"]})
+                      for column, label in columns.items()], ignore_index=True)
+    labels = list(columns.values())
+    color = alt.Color("read:N", scale=alt.Scale(domain=labels, range=colors), title=None, legend=alt.Legend(orient="top"))
+    x = alt.X("layer:Q", title="lens row patched (0 = embeddings)", scale=alt.Scale(domain=[0, int(curves["layer"].max())]))
+    base = alt.Chart(long)
+    band = base.mark_area(opacity=0.2).encode(x=x, y="lo:Q", y2="hi:Q", color=color)
+    line = base.mark_line(point=True).encode(
+        x=x, y=alt.Y("p:Q", title=y_title), color=color,
+        tooltip=["layer", "read", alt.Tooltip("p:Q", format=".3f"), alt.Tooltip("lo:Q", format=".3f"),
+                 alt.Tooltip("hi:Q", format=".3f")])
+    return (band + line).properties(height=300, title=title)
+
+
+def causal_curves(causal, settings: Settings) -> alt.LayerChart:
+    """Concept patching (``CausalResult``): p(A in the receiver's language), p(B), p(A in the source's language)."""
+    receiver, source = LANGUAGES[causal.into[1]].english_name, LANGUAGES[settings.target].english_name
+    columns = {"p_a_receiver_lang": f"A in {receiver}: the concept alone", "p_b": f"B in {receiver}: nothing moved",
+               "p_a_source_lang": f"A in {source}: concept and language"}
+    return _band_lines(causal.curves(), columns, ["#e6550d", "#969696", "#31a354"],
+                       f"Patched at each row: what the receiving prompt answers (n = {causal.n_pairs} pairs)",
+                       "mean probability at the output (95% band)")
+
+
+def steering_curves(steering) -> alt.LayerChart:
+    """Language steering (``SteeringResult``): p(answer in X), in Y and in English per steered row."""
+    x, y = (LANGUAGES[code].english_name for code in (steering.x, steering.y))
+    columns = {"p_x": f"answer in {x}", "p_y": f"answer in {y}", "p_en": "answer in English"}
+    return _band_lines(steering.curves(), columns, ["#e6550d", "#31a354", "#3182bd"],
+                       f"{x} − {y} direction added with α = {steering.alpha:g} at each row",
+                       "mean probability at the output (95% band)")

@@ -42,14 +42,15 @@ def _line(task: str, source: str, target: str, source_word: str, target_word: st
     return f'{src}: "{source_word}" - {tgt}: "{answer}'
 
 
-def build_prompt(words: WordList, index: int, settings: Settings) -> str:
+def build_prompt(words: WordList, index: int, settings: Settings, avoid: tuple[int, ...] = ()) -> str:
     """The few-shot prompt for word ``index``: ``shots`` other words (seeded per word), then the query.
 
     The demonstrations for a word depend only on (seed, task, languages, word), so ``--limit``
-    and batching never change a word's prompt.
+    and batching never change a word's prompt. ``avoid``: words never shown as demonstrations (the other
+    concept of a patched pair).
     """
     rng = random.Random(f"{settings.seed}|{settings.task}|{settings.source}|{settings.target}|{index}")
-    others = [i for i in range(len(words)) if i != index]
+    others = [i for i in range(len(words)) if i != index and i not in avoid]
     demos = rng.sample(others, settings.shots)
     src_words, tgt_words = words.words[settings.source], words.words[settings.target]
     lines = [_line(settings.task, settings.source, settings.target, src_words[i], tgt_words[i]) for i in demos]
