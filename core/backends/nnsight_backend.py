@@ -64,6 +64,8 @@ class NNsightBackend:
         """(nnsight model, envoys of the decoder layers, of the final norm and of the unembedding)."""
         if self._envoys is None:
             if self.wrapped is None:
+                if self.remote and handle.adapter.family == "tinylm":
+                    raise UserError("NDIF runs Hugging Face models only, not a tinylm checkpoint: use --backend local")
                 if self.remote:  # remote traces need a model nnsight can name to a server (or simulate one)
                     from nnsight.modeling.transformers import TransformersModel
 
@@ -91,9 +93,10 @@ class NNsightBackend:
     def trace(self, handle: ModelHandle, inputs: dict):
         """An nnsight trace of the decoder stack on ``inputs`` (ids, mask, position ids), here or remote."""
         wrapped = self.traced(handle)[0]
+        options = {} if handle.adapter.family == "tinylm" else {"use_cache": False}  # tinylm has no KV cache
         if self.remote:
-            return wrapped.trace(**inputs, use_cache=False, remote=self.remote)
-        return wrapped.trace(**inputs, use_cache=False)
+            return wrapped.trace(**inputs, **options, remote=self.remote)
+        return wrapped.trace(**inputs, **options)
 
     @contextmanager
     def remote_errors(self):

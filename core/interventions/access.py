@@ -108,22 +108,30 @@ def gradients(handle: ModelHandle, batch: Batch, sites: Sequence[Site], metric: 
 
     values, out = {}, {}
     for site, g, r in zip(sites, grads, raw):
-        view = place(handle, site).view
         values[site] = store[site].detach()
-        out[site] = torch.zeros_like(values[site]) if g is None else view(g.detach())
+        # The site's value is view(raw): reshaped (z, v) or times the residual multiplier (attn_out, mlp_out). The
+        # gradient with respect to it is reshaped the same way but divided by the multiplier (chain rule).
+        grad = None if g is None else place(handle, site).view(g.detach())
+        if grad is not None and site.kind in ("attn_out", "mlp_out") and handle.weights.residual_scale != 1.0:
+            grad = grad / handle.weights.residual_scale ** 2
+        out[site] = torch.zeros_like(values[site]) if grad is None else grad
     return Gradients(per_prompt.detach(), values, out)
 
 
-def _post_norm_hooks(handle: ModelHandle, at: tuple[int, int], store: dict, hooks: list) -> dict:
-    """Hooks keeping each post-norm's input at ``at`` = (row, padded position); -> the post-norm modules by kind."""
+def _post_norm_hooks(handle: ModelHandle, at: tuple[int, int | None], store: dict, hooks: list) -> dict:
+    """Hooks keeping each block norm's input at ``at`` = (row, padded position; None: every position); -> the norm
+    modules by kind (post-norms "attn", "mlp"; pre-norms "attn_pre", "mlp_pre")."""
     row, position = at
     n = handle.n_layers
     posts = {"attn": [handle.weights.attn_post_norm(i) for i in range(n)],
-             "mlp": [handle.weights.mlp_post_norm(i) for i in range(n)]}
+             "mlp": [handle.weights.mlp_post_norm(i) for i in range(n)],
+             "attn_pre": [handle.weights.attn_pre_norm(i) for i in range(n)],
+             "mlp_pre": [handle.weights.mlp_pre_norm(i) for i in range(n)]}
 
     def keep(key):
         def hook(module, args, kwargs):
-            store[key] = first_tensor(args, kwargs)[0][row, position].detach().clone()
+            x = first_tensor(args, kwargs)[0]
+            store[key] = (x[row] if position is None else x[row, position]).detach().clone()
         return hook
 
     for kind, modules in posts.items():
@@ -135,12 +143,15 @@ def _post_norm_hooks(handle: ModelHandle, at: tuple[int, int], store: dict, hook
 
 def _frozen(handle: ModelHandle, posts: dict, store: dict, at: tuple[int, int]) -> FrozenNorms:
     row, position = at
-    final = store["final"][row, position].detach().clone()
-    return FrozenNorms(
-        final=freeze_norm(handle.adapter, handle.adapter.final_norm(handle.model), final.cpu()),
-        attn_post=[None if m is None else freeze_norm(handle.adapter, m, store["post_in", "attn", i].cpu()) for i, m in enumerate(posts["attn"])],
-        mlp_post=[None if m is None else freeze_norm(handle.adapter, m, store["post_in", "mlp", i].cpu()) for i, m in enumerate(posts["mlp"])],
-    )
+    final = (store["final"][row] if position is None else store["final"][row, position]).detach().clone()
+
+    def frozen(kind):  # a pre-norm found by name but not called in this pass (no input kept) stays None
+        return [None if m is None or (kind.endswith("_pre") and ("post_in", kind, i) not in store)
+                else freeze_norm(handle.adapter, m, store["post_in", kind, i].cpu()) for i, m in enumerate(posts[kind])]
+
+    return FrozenNorms(final=freeze_norm(handle.adapter, handle.adapter.final_norm(handle.model), final.cpu()),
+                       attn_post=frozen("attn"), mlp_post=frozen("mlp"), attn_pre=frozen("attn_pre"),
+                       mlp_pre=frozen("mlp_pre"))
 
 
 def frozen_norms(handle: ModelHandle, batch: Batch, position: int, row: int = 0) -> FrozenNorms:

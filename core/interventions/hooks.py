@@ -176,8 +176,10 @@ def capturing(handle: ModelHandle, keep_graph: bool = False) -> Iterator[dict]:
 
     def mlp_hook(layer):
         def hook(module, args, output):
-            out = keep(output_tensor(output))
-            store["mlps"][layer] = out.clone() if in_place and not keep_graph else out
+            out = output_tensor(output)
+            store["mlps"][layer] = keep(out)
+            if in_place:  # Falcon adds the attention output into the MLP's output in place: let it add into a copy
+                return replace_output(output, out.clone())
 
         return hook
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.interventions import access, attention, generation, passes, patching, recorded, sweep, variants
+from core.interventions import access, attention, generation, passes, patching, recorded, sweep, tail, variants
 from core.interventions import gradients as per_token
 from core.models.handle import OPERATIONS
 
@@ -34,3 +34,4 @@ class LocalBackend:
     after_first_mlp = staticmethod(attention.after_first_mlp)
     linear_gradients = staticmethod(per_token.linear_gradients)
     ablation_sweep = staticmethod(sweep.ablation_sweep)
+    tail_variants = staticmethod(tail.tail_variants)

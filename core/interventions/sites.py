@@ -65,6 +65,17 @@ def place(handle: ModelHandle, site: Site) -> Place:
         return Place(handle.weights.mlp_out_proj(site.layer), True, _same, _same)
     if kind == "pattern":
         return Place(adapter.attention(block), False, _same, _same)
+    if kind == "v":
+        proj = getattr(adapter.attention(block), "v_proj", None)
+        if not isinstance(proj, torch.nn.Module):
+            raise UserError(f"{type(adapter.attention(block)).__name__} fuses its value projection with the queries and "
+                            "keys: its value vectors (site v) cannot be read")
+        head_dim = handle.head_dim
+
+        def split_kv(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(*t.shape[:-1], t.shape[-1] // head_dim, head_dim)
+
+        return Place(proj, False, split_kv, lambda t: t.flatten(-2))
     raise UserError(f"{kind} has no place in a block: see core.models.sites")
 
 
@@ -125,8 +136,6 @@ def add_read_hooks(handle: ModelHandle, sites: Sequence[Site], store: dict, hook
             if keep_graph:
                 store[("raw", site)] = raw  # the tensor on the path to the output
             value = t if keep_graph else t.detach()
-            if clone and not keep_graph:  # Falcon adds the attention output into the MLP's output tensor in place
-                value = value.clone()
             if index is not None:
                 gather = index.to(value.device).reshape(*index.shape, *([1] * (value.ndim - 2)))
                 value = value.gather(1, gather.expand(-1, -1, *value.shape[2:]))
@@ -137,8 +146,11 @@ def add_read_hooks(handle: ModelHandle, sites: Sequence[Site], store: dict, hook
                 keep(first_tensor(args, kwargs)[0])
             hooks.append(p.module.register_forward_pre_hook(pre, with_kwargs=True))
         else:
-            def post(module, args, output, keep=keep):
-                keep(output_tensor(output))
+            def post(module, args, output, keep=keep, clone=clone):
+                out = output_tensor(output)
+                keep(out)
+                if clone:  # Falcon adds the attention output into the MLP's output in place: let it add into a copy
+                    return replace_output(output, out.clone())
             hooks.append(p.module.register_forward_hook(post))
 
 

@@ -40,6 +40,7 @@ OPERATIONS = (
     "residuals", "decode", "token_logits", "logits", "generate", "record", "run_with_edits", "gradients",
     "frozen_norms", "capture", "record_run", "run_variants", "resume", "forward_with", "attribution",
     "attention_pattern", "head_ov", "after_first_mlp", "linear_gradients", "ablation_sweep", "reduced_lens",
+    "tail_variants",
 )
 
 
@@ -299,12 +300,13 @@ class ModelHandle:
         return self._op("generate")(self, batch, max_new_tokens, stop, kv_cache, edits)
 
     def record(self, batch: Batch, sites: Sequence[Site], *, index: torch.Tensor | None = None,
-               edits: Sequence[Edit] = (), norms_at: tuple[int, int] | None = None) -> Recording:
+               edits: Sequence[Edit] = (), norms_at: tuple[int, int | None] | None = None) -> Recording:
         """One pass (no gradient) recording each of ``sites`` (shapes in ``core.models.sites``), with ``edits``
         applied. ``index`` [batch, slot] keeps only those padded positions of position-indexed sites. The pass
         stops after the last layer it needs; ``Recording.final`` is set when it ran to the end. ``norms_at`` =
         (row, padded position) also freezes every norm there, in the same pass (``Recording.norms``:
-        ``FrozenNorms``)."""
+        ``FrozenNorms``, pre-norms included); (row, None) freezes them at every position of that row (each scale
+        then [pos, d_model]: what a replacement model with frozen norm scales needs)."""
         return self._op("record")(self, batch, sites, index, edits, norms_at)
 
     def run_with_edits(self, batch: Batch, edits: Sequence[Edit], *, read: Sequence[Site] = ()) -> Recording:
@@ -344,6 +346,16 @@ class ModelHandle:
         """Layers ``start..`` on ``copies`` copies of ``run``'s input to layer ``start`` with ``edits`` (rows of the
         copies) -> the final residual at the last position, Float[Tensor, "copies*batch d_model"]."""
         return self._op("resume")(self, run, start, copies, edits)
+
+    def tail_variants(self, batch: Batch, copies: int, edits: Sequence[Edit], *, tail: int = 1) -> torch.Tensor:
+        """Many variants of the prompts' last ``tail`` positions: every earlier position runs once, clean (its keys
+        and values cached), the last ``tail`` positions once per copy with ``edits`` (rows index the copies: row
+        ``c * n_prompts + p`` is copy c of prompt p; positions are padded positions of ``batch``, among the last
+        ``tail``; none given: all of them) -> the last block's output at the last position,
+        Float[Tensor, "copies*batch d_model"]. Equal to ``run_with_edits`` on ``copies`` copies of the prompts
+        (an edit at the last positions cannot reach an earlier one), at the cost of ``tail`` tokens a copy:
+        batched patching and steering of the answer position."""
+        return self._op("tail_variants")(self, batch, copies, edits, tail)
 
     def forward_with(self, batch: Batch, values, components) -> torch.Tensor:
         """One plain pass with ``components`` replaced by ``values`` -> Float[Tensor, "batch d_model"] at the last position."""

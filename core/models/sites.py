@@ -23,6 +23,9 @@ mlp_out        what the MLP adds to the residual (after any post-norm and    [b,
                residual multiplier): what MLP SAEs and transcoders predict
 neurons        the MLP's hidden activations (input of its output            [b, p, d_mlp]
                projection), one per neuron
+v              each key-value head's value vectors: the value projection's  [b, p, kv_head, head_dim]
+               output (its bias included) on the attention's normalised
+               input; head h reads kv head h // (n_heads / kv_heads)
 =============  ===========================================================  ============================
 
 An ``Edit`` changes one site during a pass: ``replace`` (by ``value``), ``add`` (``value``), ``scale`` (by the
@@ -41,7 +44,8 @@ import torch
 
 from core.errors import UserError
 
-SITE_KINDS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "z", "pattern", "mlp_in", "mlp", "mlp_out", "neurons")
+SITE_KINDS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "z", "pattern", "mlp_in", "mlp", "mlp_out", "neurons",
+              "v")
 EDITABLE = ("resid_pre", "resid_post", "attn_out", "z", "mlp_in", "mlp", "mlp_out", "neurons")
 EDIT_OPS = ("replace", "add", "scale", "zero")
 UNIT_KINDS = ("z", "neurons")  # sites whose last named axis is a unit (head, neuron)

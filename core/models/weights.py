@@ -19,7 +19,7 @@ from core.models.adapters import in_features
 if TYPE_CHECKING:
     from core.models.handle import ModelHandle
 
-IN_PROJECTIONS = ("up_proj", "c_fc", "dense_h_to_4h", "fc1", "fc_in", "w1", "w3")
+IN_PROJECTIONS = ("up_proj", "c_fc", "dense_h_to_4h", "fc1", "fc_in", "w1", "w3", "in_proj")
 
 
 def is_quantized(module: nn.Module) -> bool:
@@ -52,6 +52,9 @@ def find_child(parent: nn.Module, names: tuple[str, ...], what: str) -> nn.Modul
 
 
 PARTS = ("all", "attention", "mlp")
+# Where blocks keep the norms in front of their attention and MLP, by family (first found wins).
+ATTN_PRE_NORMS = ("input_layernorm", "ln_1", "attention_norm", "ln1")
+MLP_PRE_NORMS = ("pre_feedforward_layernorm", "post_attention_layernorm", "ln_2", "ffn_norm", "ln2")
 
 
 @dataclass(frozen=True)
@@ -206,6 +209,24 @@ class WeightViews:
         branch = self._adapter.mlp_branch(block)
         return None if branch is self._adapter.mlp(block) else branch
 
+    def attn_pre_norm(self, layer: int) -> nn.Module | None:
+        """The norm in front of the attention (what its queries, keys and values read through), or None."""
+        return self._pre_norm(layer, ATTN_PRE_NORMS)
+
+    def mlp_pre_norm(self, layer: int) -> nn.Module | None:
+        """The norm in front of the MLP (its ``mlp_in``: what transcoders read), or None (OLMo 2 has post-norms only;
+        Gemma 2/3's ``post_attention_layernorm`` is the attention's post-norm, Llama's the MLP's pre-norm)."""
+        return self._pre_norm(layer, MLP_PRE_NORMS)
+
+    def _pre_norm(self, layer: int, names: tuple[str, ...]) -> nn.Module | None:
+        block = self._layer(layer)
+        posts = {id(self.attn_post_norm(layer)), id(self.mlp_post_norm(layer))}
+        for name in names:
+            module = getattr(block, name, None)
+            if isinstance(module, nn.Module) and _is_norm(module) and id(module) not in posts:
+                return module
+        return None
+
     def mlp_post_gamma(self, layer: int) -> torch.Tensor | None:
         """The effective scale γ [d_model] of the MLP's post-norm (Gemma 2/3, OLMo 2), None without one."""
         norm = self.mlp_post_norm(layer)
@@ -229,6 +250,10 @@ class WeightViews:
     def neuron_in(self, layer: int) -> torch.Tensor:
         """Each neuron's input ("key") vector of its up-projection: Float[Tensor, "neuron d_model"], float32."""
         mlp = self._adapter.mlp(self._layer(layer))
+        fused = getattr(mlp, "gate_up_proj", None)
+        if isinstance(fused, nn.Module) and hasattr(fused, "weight"):  # Phi-3, GLM: [gate; up] in one matrix
+            matrix = linear_matrix(fused)
+            return matrix[matrix.shape[0] // 2:]  # the up half (the forward splits it with chunk(2) as gate, up)
         return linear_matrix(find_child(mlp, IN_PROJECTIONS, "input projection"))
 
     def d_mlp(self, layer: int = 0) -> int:
