@@ -1,11 +1,12 @@
 """layerscope: look inside causal language models, layer by layer.
 
-Navigation and the shared sidebar (model picker) only; each page lives in pages/.
+Navigation and the shared sidebar (model picker and its load status) only; each page lives in pages/ and puts
+its own inputs in the sidebar under the picker.
 """
 
 import streamlit as st
 
-from ui.model import sidebar
+from ui.model import model_status, sidebar
 from ui.shell import shell
 
 st.set_page_config(page_title="layerscope", page_icon="🔬", layout="wide")
@@ -19,9 +20,13 @@ PAGES = [
     st.Page("pages/train.py", title="Train from scratch", icon="🏋️"),
     st.Page("pages/lookup.py", title="Key–value lookup", icon="🗝️"),
     st.Page("pages/information.py", title="Journey of information", icon="🧭"),
+    st.Page("pages/features.py", title="Features", icon="✨"),
+    st.Page("pages/circuits.py", title="Circuits", icon="🕸️"),
+    st.Page("pages/history.py", title="History", icon="🗂️"),
 ]
 
-with shell():  # pages know they run inside the app (ui/shell.require_shell)
+with shell(PAGES):  # pages know they run inside the app (ui/shell.require_shell)
     navigation = st.navigation(PAGES)
     sidebar()
+    model_status()
     navigation.run()

@@ -10,12 +10,13 @@ from core.analyses.arithmetic.charts import CATEGORY_LABELS, accuracy_bars, laye
 from core.analyses.arithmetic.numerals import SYSTEM_KEYS, SYSTEMS, format_number
 from core.analyses.arithmetic.problems import OP_LABELS, OPS, SURROUNDS, generate_problems, render_prompt
 from core.charts import lens_heatmap, lens_heatmap_frame
-from ui.model import current_model, model_key, run_safely
+from ui.links import Inputs
 from ui.results import downloads, run_analysis
 from ui.shell import require_shell
 
 require_shell()  # a deep link to a fresh server runs this file alone: go through the app
 
+PAGE = "arithmetic"
 st.title("🧮 Numerals and arithmetic")
 st.markdown(
     "When a model solves `७+५=` (Devanagari digits), Tamil or Eastern Arabic digits, or the same sum in "
@@ -26,44 +27,44 @@ st.markdown(
     "in each system."
 )
 
-handle = current_model()
-
-with st.form("arith"):
-    left, middle, right = st.columns(3)
-    op = left.selectbox("Operation", OPS, format_func=lambda o: f"{OP_LABELS[o]} (a, a+1, a+2 → a+3)" if o == "next" else OP_LABELS[o])
-    lo = middle.number_input("Smallest operand", min_value=0, max_value=999_999, value=1, step=1)
-    hi = right.number_input("Largest operand", min_value=0, max_value=999_999, value=9, step=1)
-    n = left.slider("Problems", 1, 200, 8, help="the same problems for every numeral system")
-    shots = middle.slider("Solved examples per prompt (shots)", 0, 8, 4)
-    seed = right.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1)
-    surround = left.radio("Surrounding text", SURROUNDS, horizontal=True,
-                          format_func={"none": "none", "english": "English", "hindi": "Hindi"}.get)
-    systems = middle.multiselect("Numeral systems to score", SYSTEM_KEYS, default=list(SYSTEM_KEYS),
-                                 format_func=lambda k: SYSTEMS[k].label)
-    lens_numerals = right.selectbox("Layerwise view: problems written in", SYSTEM_KEYS, index=SYSTEM_KEYS.index("devanagari"),
-                                    format_func=lambda k: SYSTEMS[k].label)
-    reader = left.radio("Lens", ["logit", "tuned"], horizontal=True,
-                        help="tuned: this model's tuned lens (train one on the Logit lens page)")
-    submitted = st.form_submit_button("Run", type="primary")
+# -- inputs (sidebar) ---------------------------------------------------------------------------------------
+main = Inputs(PAGE, label="Numerals and arithmetic")
+with main.form("Run"):
+    op = main.selectbox("Operation", OPS, "add", "op",
+                        format_func=lambda o: f"{OP_LABELS[o]} (a, a+1, a+2 → a+3)" if o == "next" else OP_LABELS[o])
+    lo = main.number_input("Smallest operand", 0, 999_999, 1, "lo", step=1)
+    hi = main.number_input("Largest operand", 0, 999_999, 9, "hi", step=1)
+    n = main.slider("Problems", 1, 200, 8, "n", help="the same problems for every numeral system")
+    shots = main.slider("Solved examples per prompt (shots)", 0, 8, 4, "shots")
+    systems = main.multiselect("Numeral systems to score", SYSTEM_KEYS, SYSTEM_KEYS, "systems",
+                               format_func=lambda k: SYSTEMS[k].label)
+    lens_numerals = main.selectbox("Layerwise view: problems written in", SYSTEM_KEYS, "devanagari", "lens_numerals",
+                                   format_func=lambda k: SYSTEMS[k].label)
+    with st.expander("More options"):
+        surround = main.radio("Surrounding text", SURROUNDS, "none", "surround", horizontal=True,
+                              format_func={"none": "none", "english": "English", "hindi": "Hindi"}.get)
+        seed = main.number_input("Seed", 0, 2**31 - 1, 0, "seed", step=1)
+        reader = main.radio("Lens", ["logit", "tuned"], "logit", "lens", horizontal=True,
+                            help="tuned: this model's tuned lens (train one on the Logit lens page)")
 
 settings = arithmetic.Settings(op=op, lo=int(lo), hi=int(hi), n=int(n), shots=int(shots), seed=int(seed),
                                surround=surround, systems=tuple(systems), lens_numerals=lens_numerals, lens=reader)
-run_safely(settings.validate_problems)
+main.checked(settings.validate_problems)
 example = generate_problems(replace(settings, n=1))[0]
 with st.expander("What a prompt looks like"):
     st.code(render_prompt(example, lens_numerals, surround) + format_number(example.answer, lens_numerals), language=None)
 
-if submitted and not systems:
+if main.submitted and not systems:
     st.warning("Choose at least one numeral system to score.")
     st.stop()
-result = run_analysis("arithmetic", arithmetic.run, handle, settings, submitted=submitted)
+result = run_analysis(main, "arithmetic", arithmetic.run, settings)
 if result is None:
-    st.info("Choose the problems and press **Run**.")
+    st.info("Choose the problems in the sidebar and press **Run**.")
     st.stop()
 accuracy, profile = result.accuracy, result.profile
 frames = result.frames()
 
-# -- accuracy ---------------------------------------------------------------------------------------
+# -- accuracy -----------------------------------------------------------------------------------------------
 st.subheader("Accuracy per numeral system")
 bars = accuracy_bars(frames["accuracy"])
 st.altair_chart(bars, width="stretch")
@@ -77,7 +78,7 @@ st.caption("Exact: the greedy answer (up to the line's end) reads as the right n
 with st.expander("Every problem and the model's answer"):
     st.dataframe(frames["answers"], width="stretch", hide_index=True, height=300)
 
-# -- the layerwise view -------------------------------------------------------------------------------
+# -- the layerwise view -------------------------------------------------------------------------------------
 st.subheader(f"Where is the answer, layer by layer? (problems in {SYSTEMS[profile.numerals].label})")
 curves = layer_probability_chart(profile.frame(), profile.first_correct_layer, profile.numerals)
 st.altair_chart(curves, width="stretch")
@@ -94,34 +95,29 @@ layer_table = profile.frame().pivot(index="layer", columns="label", values="mean
     profile.top1_rate().set_index("layer")
 )
 
-# -- one problem in detail --------------------------------------------------------------------------
+# -- one problem in detail (a view of the result: computed when chosen, kept in the server's memory) ---------
 st.subheader("One problem in detail")
 queries = frames["problems"]
-choice = st.selectbox(
-    "Problem",
-    list(queries["problem"]),
+drill = Inputs(PAGE, "problem", label="Arithmetic drill-down", scope=result)
+choice = drill.selectbox(
+    "Problem", list(queries["problem"]), int(queries["problem"].iloc[0]), "problem",
     format_func=lambda i: f"{i}: {queries.loc[i, 'query']}{queries.loc[i, 'expected']}  ·  output top-1 “{queries.loc[i, 'final_top1']}”",
 )
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def drill_of(key: str, settings: arithmetic.Settings, index: int, _handle, _result):
-    return drill_down(_handle, _result, index)
-
-
-with st.spinner("Lens over the query line…"):
-    detail = run_safely(drill_of, model_key(), result.settings, int(choice), handle, result)
+detail = run_analysis(drill, "arithmetic.problem", lambda h, s, p: drill_down(h, result, s[1]),
+                      (result.settings, int(choice)), auto=True, store=False, row=False)
+if detail is None:
+    st.stop()
 top = detail.top_frame()
 grid = topk_grid(top)
 st.altair_chart(grid, width="stretch")
 heatmap_frame = lens_heatmap_frame(detail.lens)
-heatmap = lens_heatmap(heatmap_frame, handle.n_layers).properties(
+heatmap = lens_heatmap(heatmap_frame, max(detail.lens.layers)).properties(
     title="Lens over the query line (top-1 per layer and position)")
 st.altair_chart(heatmap, width="stretch")
 st.caption("Colours: " + ", ".join(CATEGORY_LABELS[k] for k in dict.fromkeys(top["system"])) + ". "
            "Faded cells have low probability.")
 
-# -- export ------------------------------------------------------------------------------------------
+# -- export -------------------------------------------------------------------------------------------------
 st.subheader("Export")
 st.caption("Accuracy per system; every problem's answer; the layer profile (with the top-1 rate per layer); "
            "this problem's top-k and its heatmap. Tables as CSV, charts as PNG and SVG.")

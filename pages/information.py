@@ -9,12 +9,13 @@ from core.analyses.information.corpus import MIN_TOKENS, corpus_names, decode, p
 from core.analyses.information.analysis import DEFAULT_CORPUS, MAX_TOKENS
 from core.analyses.translation.wordlist import LANGUAGES, SHIPPED_LANGUAGES, load_words
 from core.tokens import visible
-from ui.model import current_model, run_safely
+from ui.links import Inputs
 from ui.results import downloads, run_analysis
 from ui.shell import require_shell
 
 require_shell()  # a deep link to a fresh server runs this file alone: go through the app
 
+PAGE = "information"
 st.title("🧭 Journey of information")
 st.markdown(
     "What does the residual stream still know at each layer (0 = the embeddings)? Linear **probes** read the "
@@ -25,8 +26,6 @@ st.markdown(
     "dimensions), and where a word's **meaning stops depending on its language**: how often its translation "
     "is its nearest neighbour among all the words of the 9-language word list (see the Translation page)."
 )
-
-handle = current_model()
 WORDS = load_words()
 
 
@@ -36,29 +35,29 @@ def describe(name: str) -> str:
     return {"shakespeare": "Shakespeare: Macbeth, Hamlet, The Tempest", "synthetic": "synthetic: counting, sums, brackets"}.get(name, name)
 
 
-with st.form("information"):
-    left, middle, right = st.columns(3)
-    corpus = left.selectbox("Text", corpus_names(), index=corpus_names().index(DEFAULT_CORPUS),
-                            format_func=describe)
-    upload = left.file_uploader("…or your own text (UTF-8 .txt)", type=["txt"])
-    tokens = middle.number_input("Tokens read", min_value=MIN_TOKENS, max_value=MAX_TOKENS, value=400, step=20,
-                                 help="each probe is fitted on two thirds of them and scored on the rest")
-    seed = middle.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1,
-                               help="picks the fit/score split and the word-list concepts")
-    word = middle.text_input("Word whose embedding neighbours to list", value="water")
-    languages = right.multiselect("Languages for translation retrieval", list(WORDS.languages),
-                                  default=list(SHIPPED_LANGUAGES), format_func=lambda c: f"{LANGUAGES[c].english_name} ({c})")
-    concepts = right.number_input("Concepts (rows of the word list)", min_value=2, max_value=len(WORDS), value=100,
-                                  help="each goes through the model once per language; chance is 1 / concepts")
-    submitted = st.form_submit_button("Run", type="primary")
+# -- inputs (sidebar) ---------------------------------------------------------------------------------------
+main = Inputs(PAGE, label="Journey of information")
+with main.form("Run"):
+    corpus = main.selectbox("Text", corpus_names(), DEFAULT_CORPUS, "text", format_func=describe)
+    upload = main.upload("…or your own text (UTF-8 .txt)", ["txt"], "upload")
+    tokens = main.number_input("Tokens read", MIN_TOKENS, MAX_TOKENS, 400, "tokens", step=20,
+                               help="each probe is fitted on two thirds of them and scored on the rest")
+    word = main.text_input("Word whose embedding neighbours to list", "water", "word")
+    with st.expander("More options"):
+        seed = main.number_input("Seed", 0, 2**31 - 1, 0, "seed", step=1,
+                                 help="picks the fit/score split and the word-list concepts")
+        languages = main.multiselect("Languages for translation retrieval", list(WORDS.languages), list(SHIPPED_LANGUAGES),
+                                     "languages", format_func=lambda c: f"{LANGUAGES[c].english_name} ({c})")
+        concepts = main.number_input("Concepts (rows of the word list)", 2, len(WORDS), 100, "concepts",
+                                     help="each goes through the model once per language; chance is 1 / concepts")
 
 text = ""
 if upload is not None:
-    text = run_safely(decode, upload.name, upload.getvalue())
+    text = main.checked(lambda: decode(upload.name, upload.data))
     corpus = upload.name
 settings = info.Settings(corpus=corpus, tokens=int(tokens), seed=int(seed), languages=tuple(languages),
                          concepts=int(concepts), word=word, text=text)
-result = run_analysis("information", info.run, handle, settings, submitted=submitted)
+result = run_analysis(main, "information", info.run, settings)
 if result is None:
     st.info("Choose a text and press **Run** (about a minute on a laptop CPU for 400 tokens).")
     st.stop()
@@ -105,18 +104,23 @@ st.dataframe(outliers.round(1), width="stretch", hide_index=True, height=min(320
 
 st.header("Meaning across languages")
 retrieval = frames["retrieval"]
+view = Inputs(PAGE, "view", scope=result)
 left, right = st.columns([3, 2])
 retrieval_chart = charts.retrieval_chart(retrieval, 1 / len(result.concepts))
 left.altair_chart(retrieval_chart, width="stretch")
-pair_layer = right.slider("Layer of the pair heatmap", 0, result.n_layers, peak)
+with right:
+    pair_layer = view.slider("Layer of the pair heatmap", 0, result.n_layers, peak, "pair_layer")
 right.altair_chart(charts.pair_heatmap(retrieval, pair_layer), width="stretch")
 st.caption(f"{len(result.concepts)} concepts × {len(result.languages)} languages; a word's representation is "
            "the residual at its last token (the word alone after BOS); dashed line: chance.")
 
 st.header("PCA of one layer")
 left, right = st.columns([1, 3])
-pca_layer = left.slider("Layer", 0, result.n_layers, peak, key="pca_layer")
-kind = left.radio("Points", ["word", "token"], format_func={"word": "words, by language", "token": "text tokens, by class"}.get)
+with left:
+    pca_layer = view.slider("Layer", 0, result.n_layers, peak, "pca_layer")
+    kind = view.radio("Points", ["word", "token"], "word", "points",
+                      format_func={"word": "words, by language", "token": "text tokens, by class"}.get)
+view.sync()
 pca = charts.pca_chart(result.pca, pca_layer, kind)
 right.altair_chart(pca, width="stretch")
 

@@ -9,12 +9,14 @@ from core.analyses.lookup.charts import (
 )
 from core.analyses.lookup.incontext import LIST_TITLES
 from core.analyses.lookup.tracing import KINDS
-from ui.model import current_model
+from ui.links import Inputs
+from ui.model import model_info
 from ui.results import downloads, run_analysis
 from ui.shell import require_shell
 
 require_shell()  # a deep link to a fresh server runs this file alone: go through the app
 
+PAGE = "lookup"
 st.title("🗝️ Key–value lookup")
 st.markdown(
     "Does the model work like a **hash map**? *In context*: a prompt lists K `key: value` pairs, then asks for one "
@@ -26,49 +28,52 @@ st.markdown(
     "subject token), and the most active MLP neurons there are read as key–value memories (Geva et al. 2021)."
 )
 
-handle = current_model()
+# -- inputs (sidebar): the kind of lookup, then its own form --------------------------------------------------
 TASKS = {"incontext": "In context (K pairs, then a query)", "facts": "Facts (in the weights)"}
-task = st.radio("Lookup", list(TASKS), format_func=TASKS.get, horizontal=True, key="lookup_task")
+main = Inputs(PAGE, label="Key–value lookup")
+with st.sidebar:
+    task = main.radio("Lookup", list(TASKS), "incontext", "task", format_func=TASKS.get)
+section = Inputs(PAGE, task, label="Key–value lookup")
 
 if task == "incontext":
-    with st.form("lookup_incontext"):
-        left, middle, right = st.columns(3)
-        lists = left.selectbox("Pairs", list(LIST_TITLES), format_func=LIST_TITLES.get)
-        pairs = middle.multiselect("K values (pairs per prompt)", [1, 2, 4, 8, 16, 32, 64], default=[2, 4, 8],
-                                   help="the largest K is where the conditions, the lens and the heads are measured")
-        n = right.slider("Prompts per K and condition", 1, 50, 4)
-        perturb = left.checkbox("Also collisions (two keys share a value) and typos in the query key", value=True)
-        top_heads = middle.slider("Heads to confirm by ablation", 0, 16, 4)
-        ablation = right.radio("Ablated head's value", ["mean", "zero"], horizontal=True,
-                               format_func={"mean": "mean over prompts", "zero": "zero"}.get)
-        seed = left.number_input("Seed", 0, 2**31 - 1, 0)
-        submitted = st.form_submit_button("Run", type="primary")
+    with section.form("Run"):
+        lists = section.selectbox("Pairs", list(LIST_TITLES), list(LIST_TITLES)[0], "lists", format_func=LIST_TITLES.get)
+        pairs = section.multiselect("K values (pairs per prompt)", [1, 2, 4, 8, 16, 32, 64], [2, 4, 8], "pairs",
+                                    help="the largest K is where the conditions, the lens and the heads are measured")
+        n = section.slider("Prompts per K and condition", 1, 50, 4, "n")
+        perturb = section.checkbox("Also collisions (two keys share a value) and typos in the query key", True, "perturb")
+        with st.expander("More options"):
+            top_heads = section.slider("Heads to confirm by ablation", 0, 16, 4, "top_heads")
+            ablation = section.radio("Ablated head's value", ["mean", "zero"], "mean", "ablation", horizontal=True,
+                                     format_func={"mean": "mean over prompts", "zero": "zero"}.get)
+            seed = section.number_input("Seed", 0, 2**31 - 1, 0, "seed")
     settings = lookup.Settings(task="incontext", n=int(n), seed=int(seed), pairs=tuple(sorted(pairs)), lists=lists,
                                perturb=perturb, top_heads=int(top_heads), ablation=ablation)
     if not pairs:
         st.warning("Choose at least one K value.")
         st.stop()
 else:
-    with st.form("lookup_facts"):
-        upload = st.file_uploader("Your own facts (optional): a CSV with columns prompt,answer "
-                                  "(and subject, to trace them)", type=["csv", "txt"])
-        left, middle, right = st.columns(3)
-        n = left.number_input("Facts (first N; 0 = all)", 0, 5000, 20)
-        shots = middle.number_input("Solved facts before each prompt (few-shot)", 0, 16, 0)
-        seed = right.number_input("Seed", 0, 2**31 - 1, 0)
-        trace_fact = left.number_input("Fact to trace (row, from 0; -1 = the first one the model gets right)", -1, 4999, -1)
-        noise = middle.slider("Noise (× the embeddings' std)", 0.0, 10.0, 3.0, 0.5)
-        window = right.slider("Layers restored together (MLP / attention)", 1, handle.n_layers, 1)
-        kinds = left.multiselect("Restore", list(KINDS), default=list(KINDS))
-        neurons = middle.slider("MLP neurons per layer", 0, 20, 5)
-        top_heads = right.slider("Heads to confirm by ablation", 0, 16, 4)
-        submitted = st.form_submit_button("Run", type="primary")
-    facts_csv = upload.getvalue() if upload is not None else None
-    settings = lookup.Settings(task="facts", n=int(n), seed=int(seed), facts_csv=facts_csv, shots=int(shots),
-                               trace_fact=int(trace_fact), noise=float(noise), window=int(window),
+    info = model_info()  # the layers a window may span, known without waiting for the model when it was loaded here
+    with section.form("Run"):
+        upload = section.upload("Your own facts (optional): a CSV with columns prompt,answer (and subject, to trace "
+                                "them)", ["csv", "txt"], "upload")
+        n = section.number_input("Facts (first N; 0 = all)", 0, 5000, 20, "n")
+        trace_fact = section.number_input("Fact to trace (row, from 0; -1 = the first one the model gets right)",
+                                          -1, 4999, -1, "trace")
+        with st.expander("More options"):
+            shots = section.number_input("Solved facts before each prompt (few-shot)", 0, 16, 0, "shots")
+            noise = section.slider("Noise (× the embeddings' std)", 0.0, 10.0, 3.0, "noise", step=0.5)
+            window = section.slider("Layers restored together (MLP / attention)", 1, int(info["n_layers"]) if info else 64,
+                                    1, "window")
+            kinds = section.multiselect("Restore", list(KINDS), list(KINDS), "kinds")
+            neurons = section.slider("MLP neurons per layer", 0, 20, 5, "neurons")
+            top_heads = section.slider("Heads to confirm by ablation", 0, 16, 4, "top_heads")
+            seed = section.number_input("Seed", 0, 2**31 - 1, 0, "seed")
+    settings = lookup.Settings(task="facts", n=int(n), seed=int(seed), facts_csv=upload.data if upload else None,
+                               shots=int(shots), trace_fact=int(trace_fact), noise=float(noise), window=int(window),
                                kinds=tuple(kinds), neurons=int(neurons), top_heads=int(top_heads))
 
-result = run_analysis(f"lookup_{task}", lookup.run, handle, settings, submitted=submitted, button="Run")
+result = run_analysis(section, "lookup", lookup.run, settings)
 if result is None:
     if task == "incontext":
         st.info("Choose the settings and press **Run**.")

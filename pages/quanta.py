@@ -1,7 +1,5 @@
 """Page: quanta discovery, clustering the tokens a model predicts well by the gradients they induce."""
 
-from dataclasses import replace
-
 import streamlit as st
 
 from core.analyses import quanta
@@ -15,12 +13,13 @@ from core.analyses.quanta.charts import (
 )
 from core.analyses.quanta.export import cluster_title, export_html, samples_html
 from core.export import csv_bytes
-from ui.model import current_model, model_key, run_safely
-from ui.results import downloads, keep_result, run_with_progress, stored_result
+from ui.links import Inputs
+from ui.results import downloads, run_analysis
 from ui.shell import require_shell
 
 require_shell()  # a deep link to a fresh server runs this file alone: go through the app
 
+PAGE, UPLOAD = "quanta", "upload a file…"
 st.title("🧩 Quanta")
 st.markdown(
     "Which *skills* does the model use to predict the tokens it gets right? Following Michaud et al. "
@@ -31,53 +30,46 @@ st.markdown(
     "number of clusters, takes seconds."
 )
 
-handle = current_model()
-UPLOAD = "upload a file…"
+# -- inputs (sidebar) ---------------------------------------------------------------------------------------
+main = Inputs(PAGE, label="Quanta")
+with main.form("Find quanta"):
+    corpus_choice = main.selectbox("Corpus", corpus_names() + [UPLOAD], corpus_names()[0], "corpus",
+                                   format_func=lambda n: n if n == UPLOAD else f"{n}: {describe_corpus(n)}")
+    upload = main.upload("Your corpus (.txt split at blank lines, or .jsonl with a \"text\" field)", ["txt", "jsonl"],
+                         "upload")
+    tokens = main.number_input("Tokens to cluster (cap on the sample)", 4, 5000, 32, "tokens", step=4)
+    n_clusters = main.number_input("Clusters", 2, 1000, 5, "clusters")
+    threshold = main.number_input("Loss threshold", 0.001, 20.0, 0.5, "threshold", step=0.05, format="%.3f")
+    with st.expander("More options"):
+        max_length = main.number_input("Tokens per document (documents are cut there)", 8, 1024, 48, "max_length", step=8)
+        unit = main.radio("Unit", ["nats", "bits"], "nats", "unit", horizontal=True)
+        induction = main.selectbox("Drop tokens that complete an n-gram seen earlier in the document",
+                                   list(INDUCTION_FILTERS), list(INDUCTION_FILTERS)[0], "induction",
+                                   help="Michaud et al. drop trigrams (induction)")
+        params = main.selectbox("Gradient of", list(PARAMETER_SUBSETS), list(PARAMETER_SUBSETS)[0], "params",
+                                format_func=lambda p: f"{p}: {PARAMETER_SUBSETS[p]}")
+        proj_dim = main.select_slider("Sketch dimensions", [256, 512, 1024, 2048, 4096, 8192], 2048, "proj_dim")
+        documents = main.number_input("Documents to score (0 = until twice the cap pass the filters)", 0, 100000, 0,
+                                      "documents")
+        seed = main.number_input("Seed (sampling and clustering)", 0, 2**31 - 1, 0, "seed")
 
-with st.form("quanta"):
-    left, middle, right = st.columns(3)
-    with left:
-        corpus_choice = st.selectbox(
-            "Corpus", corpus_names() + [UPLOAD],
-            format_func=lambda n: n if n == UPLOAD else f"{n}: {describe_corpus(n)}",
-        )
-        upload = st.file_uploader("Your corpus (.txt split at blank lines, or .jsonl with a \"text\" field)",
-                                  type=["txt", "jsonl"])
-        max_length = st.number_input("Tokens per document (documents are cut there)", 8, 1024, 48, step=8)
-    with middle:
-        tokens = st.number_input("Tokens to cluster (cap on the sample)", 4, 5000, 32, step=4)
-        threshold = st.number_input("Loss threshold", 0.001, 20.0, 0.5, step=0.05, format="%.3f")
-        unit = st.radio("Unit", ["nats", "bits"], horizontal=True)
-        induction = st.selectbox("Drop tokens that complete an n-gram seen earlier in the document",
-                                 list(INDUCTION_FILTERS), help="Michaud et al. drop trigrams (induction)")
-    with right:
-        n_clusters = st.number_input("Clusters", 2, 1000, 5)
-        params = st.selectbox("Gradient of", list(PARAMETER_SUBSETS), format_func=lambda p: f"{p}: {PARAMETER_SUBSETS[p]}")
-        proj_dim = st.select_slider("Sketch dimensions", [256, 512, 1024, 2048, 4096, 8192], value=2048)
-        documents = st.number_input("Documents to score (0 = until twice the cap pass the filters)", 0, 100000, 0)
-        seed = st.number_input("Seed (sampling and clustering)", 0, 2**31 - 1, 0)
-    submitted = st.form_submit_button("Find quanta", type="primary")
-
+if corpus_choice == UPLOAD and upload is None:
+    if main.submitted:
+        st.warning("Choose a .txt or .jsonl file to upload, or pick the shipped corpus.")
+    corpus = None
+elif corpus_choice == UPLOAD:
+    corpus = main.checked(lambda: corpus_from_bytes(upload.name, upload.data))
+else:
+    corpus = corpus_choice
 settings = quanta.Settings(
-    corpus=corpus_choice if corpus_choice != UPLOAD else "upload",  # the upload's documents replace it when run
-    max_length=int(max_length), tokens=int(tokens), loss_threshold=float(threshold), unit=unit,
-    induction=induction, documents=int(documents) or None, params=params, proj_dim=int(proj_dim),
+    corpus=corpus or corpus_choice, max_length=int(max_length), tokens=int(tokens), loss_threshold=float(threshold),
+    unit=unit, induction=induction, documents=int(documents) or None, params=params, proj_dim=int(proj_dim),
     n_clusters=int(n_clusters), seed=int(seed),
 )
-request = (model_key(), settings, upload.file_id if upload is not None and corpus_choice == UPLOAD else None)
-
-if submitted:
-    if corpus_choice == UPLOAD and upload is None:
-        st.warning("Choose a .txt or .jsonl file to upload, or pick the shipped corpus.")
-        st.stop()
-    run_safely(settings.validate)
-    documents = run_safely(corpus_from_bytes, upload.name, upload.getvalue()) if corpus_choice == UPLOAD else corpus_choice
-    keep_result("quanta", request, run_with_progress(quanta.run, handle, replace(settings, corpus=documents)))
-    st.session_state["quanta_cluster"] = 0
-
-result = stored_result("quanta", request, button="Find quanta")
+result = run_analysis(main, "quanta", quanta.run, settings, button="Find quanta") if corpus is not None else None
 if result is None:
-    st.info("Set the options and press **Find quanta**. The defaults take well under a minute on a laptop CPU.")
+    st.info("Set the options in the sidebar and press **Find quanta**. The defaults take well under a minute on a "
+            "laptop CPU.")
     st.stop()
 
 s = result.settings
@@ -101,23 +93,25 @@ histogram_frame = loss_histogram_frame(result.losses_nats, s.unit)
 histogram = loss_histogram(histogram_frame, s.loss_threshold, s.unit)
 st.altair_chart(histogram, width="stretch")
 
-# -- the cluster browser ----------------------------------------------------------------------------
+# -- the cluster browser ------------------------------------------------------------------------------------
 st.subheader("Clusters")
 n = len(result.clusters)
+view = Inputs(PAGE, "view", scope=result)
+cluster_key = view.key("cluster")
 
 
 def step(delta: int) -> None:
-    st.session_state["quanta_cluster"] = (st.session_state.get("quanta_cluster", 0) + delta) % n
+    st.session_state[cluster_key] = (st.session_state.get(cluster_key, 0) + delta) % n
 
 
 nav_prev, nav_pick, nav_next = st.columns([1, 6, 1])
 nav_prev.button("◀ Previous", on_click=step, args=(-1,), shortcut="left", help="or the left arrow key",
                 width="stretch")
 nav_next.button("Next ▶", on_click=step, args=(1,), shortcut="right", help="or the right arrow key", width="stretch")
-if st.session_state.get("quanta_cluster", 0) >= n:
-    st.session_state["quanta_cluster"] = 0
-chosen = nav_pick.selectbox("Cluster", list(range(n)), key="quanta_cluster",
-                            format_func=lambda c: cluster_title(result, c), label_visibility="collapsed")
+with nav_pick:
+    chosen = view.selectbox("Cluster", list(range(n)), 0, "cluster", format_func=lambda c: cluster_title(result, c),
+                            label_visibility="collapsed")
+view.sync()
 cluster = result.clusters[chosen]
 st.markdown(
     f"**Cluster {cluster.id}** ({cluster.id + 1} of {n}): {cluster.size} tokens, mean loss "

@@ -1,5 +1,7 @@
 """Page: sequence continuation. Which attention heads continue 1 2 3 4 → 5?"""
 
+from dataclasses import replace
+
 import pandas as pd
 import streamlit as st
 
@@ -8,12 +10,13 @@ from core.analyses.sequences.charts import (
     attention_heatmap, circuit_heatmap, head_heatmap, method_scatter, mlp_bars, successor_bars,
 )
 from core.interventions import ABLATIONS
-from ui.model import current_model, model_key
-from ui.results import downloads, keep_result, run_analysis, run_with_progress, stored_result
+from ui.links import Inputs
+from ui.results import downloads, run_analysis
 from ui.shell import require_shell
 
 require_shell()  # a deep link to a fresh server runs this file alone: go through the app
 
+PAGE = "sequences"
 st.title("🔢 Sequence continuation")
 st.markdown(
     "Which attention heads and MLPs make the model continue `1 2 3 4 ` with `5`, `March April May` with "
@@ -25,7 +28,6 @@ st.markdown(
     "and successor scores (Lan & Barez 2023; Gould et al. 2023)."
 )
 
-handle = current_model()
 METHOD_LABELS = {
     "auto": "exact ablation of every head when affordable, else attribution + exact checks",
     "both": "attribution for every head, then exact ablation of its top-k and k random others",
@@ -33,41 +35,56 @@ METHOD_LABELS = {
     "attribution": "attribution patching only (fastest)",
 }
 
+# -- inputs (sidebar) ---------------------------------------------------------------------------------------
+main = Inputs(PAGE, label="Sequence continuation")
+with main.form("Run"):
+    task = main.selectbox("Task", list(sq.TASKS), "numerals", "task", format_func=lambda t: sq.TASKS[t].title)
+    template = main.radio("Form", ["bare", "sentence"], "bare", "form", horizontal=True,
+                          format_func={"bare": "bare sequence", "sentence": "inside sentences"}.get)
+    method = main.selectbox("Method", list(METHOD_LABELS), "auto", "method", format_func=METHOD_LABELS.get)
+    n = main.slider("Prompt pairs", 1, 32, 8, "n")
+    with st.expander("More options"):
+        ablation = main.radio("Removed component's value", list(ABLATIONS), "mean", "ablation", horizontal=True,
+                              format_func={"mean": "mean (corrupted)", "zero": "zero", "resample": "resampled"}.get)
+        top_k = main.slider("Top-k confirmed exactly", 1, 32, 12, "top_k",
+                            help="when attribution picks the heads to confirm: its top-k, and k others drawn at random")
+        length = main.slider("Members shown", 2, 8, 4, "length")
+        seed = main.number_input("Seed", 0, 2**31 - 1, 0, "seed", step=1)
+        first_token = main.checkbox("Score multi-token answers by their first token", False, "first_token",
+                                    help="for tokenizers that split numbers into digits (Gemma, Llama): 10 20 30 40 → '5'")
+        custom = main.text_area("Your own prompt pairs (replace the task): one per line, clean | corrupted | "
+                                "correct answer | incorrect answer", "", "custom",
+                                placeholder="1 2 3 4 | 7 2 9 4 | 5 | 4\n3 4 5 6 | 2 8 1 6 | 7 | 6", height=100)
 
-# -- main run --------------------------------------------------------------------------------------------
-with st.form("seq"):
-    left, middle, right = st.columns(3)
-    task = left.selectbox("Task", list(sq.TASKS), format_func=lambda t: sq.TASKS[t].title)
-    template = middle.radio("Form", ["bare", "sentence"], horizontal=True,
-                            format_func={"bare": "bare sequence", "sentence": "inside sentences"}.get)
-    ablation = right.radio("Removed component's value", ABLATIONS, horizontal=True,
-                           format_func={"mean": "mean (corrupted)", "zero": "zero", "resample": "resampled"}.get)
-    method = left.selectbox("Method", list(METHOD_LABELS), format_func=METHOD_LABELS.get)
-    n = middle.slider("Prompt pairs", 1, 32, 8)
-    top_k = right.slider("Top-k confirmed exactly", 1, 32, 12,
-                         help="when attribution picks the heads to confirm: its top-k, and k others drawn at random")
-    length = left.slider("Members shown", 2, 8, 4)
-    seed = middle.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1)
-    first_token = right.checkbox("Score multi-token answers by their first token",
-                                 help="for tokenizers that split numbers into digits (Gemma, Llama): 10 20 30 40 → '5'")
-    with st.expander("Your own prompt pairs (replace the task)"):
-        custom = st.text_area("One pair per line: clean | corrupted | correct answer | incorrect answer",
-                              placeholder="1 2 3 4 | 7 2 9 4 | 5 | 4\n3 4 5 6 | 2 8 1 6 | 7 | 6", height=100)
-    submitted = st.form_submit_button("Run", type="primary")
+circuit = Inputs(PAGE, "circuit", label="Circuit search")
+with circuit.form("Find the circuit", title="Circuit search", expanded=False):
+    threshold = circuit.slider("Threshold (% of the metric that may be lost)", 1, 60, 20, "threshold")
+    include_mlps = circuit.checkbox("Prune MLPs too", False, "mlps")
+    other = circuit.selectbox("Compare with task", ["(none)"] + list(sq.TASKS), "(none)", "other",
+                              format_func=lambda t: sq.TASKS[t].title if t in sq.TASKS else t)
 
+inspector = Inputs(PAGE, "head", label="Head inspector")
+with inspector.form("Inspect the head", title="Head inspector", expanded=False):
+    layer = inspector.number_input("Layer (-1: the most important head's)", -1, 1023, -1, "layer")
+    head = inspector.number_input("Head (-1: the most important head's)", -1, 1023, -1, "head")
+    text = inspector.text_input("Prompt", "", "prompt", placeholder="the first clean prompt")
+
+# -- main run -----------------------------------------------------------------------------------------------
 settings = sq.Settings(task=task, template=template, n=int(n), seed=int(seed), length=int(length),
                        first_token=first_token, custom=custom, ablation=ablation, method=method, top_k=int(top_k))
-result = run_analysis("sequences", sq.run, handle, settings, submitted=submitted)
+result = run_analysis(main, "sequences", sq.run, settings)
 if result is None:
-    st.info("Choose a task and press **Run**.")
+    st.info("Choose a task in the sidebar and press **Run**.")
     st.stop()
 sweeps, frames = result.sweeps, result.frames()
-prompts, main = sweeps.prompts, sweeps.main
+prompts, main_sweep = sweeps.prompts, sweeps.main
+n_layers = int(main_sweep.heads["layer"].max()) + 1
+n_heads = int(main_sweep.heads["head"].max()) + 1
 
 st.caption(f"Prompts: {prompts.summary()}; {prompts.n_tokens} tokens each.")
 cols = st.columns(4)
-cols[0].metric("Full logit difference", f"{main.full_logit_diff:.3f}")
-cols[1].metric("Prompt pairs", main.n_prompts)
+cols[0].metric("Full logit difference", f"{main_sweep.full_logit_diff:.3f}")
+cols[1].metric("Prompt pairs", main_sweep.n_prompts)
 best = sweeps.best_head()  # measured exactly wherever exact ablation ran
 cols[2].metric("Most important head", best["component"], f"{best['pct_of_full']:.0f}% of full left", delta_color="off", delta_arrow="off")
 if sweeps.spearman_heads is not None:
@@ -88,9 +105,9 @@ if sweeps.method == "both" and sweeps.exact_estimate_s is not None:
 with st.expander("The prompts"):
     st.dataframe(frames["prompts"].round(3), width="stretch", hide_index=True)
 
-tabs_of = [main] + [s for s in (sweeps.exact, sweeps.attribution) if s is not None and s is not main]
+tabs_of = [main_sweep] + [s for s in (sweeps.exact, sweeps.attribution) if s is not None and s is not main_sweep]
 tabs = st.tabs([("Exact ablation" if s.method == "ablation" else "Attribution patching")
-                + (f" ({len(s.heads)} heads)" if len(s.heads) < handle.n_layers * handle.n_heads else "") for s in tabs_of])
+                + (f" ({len(s.heads)} heads)" if len(s.heads) < n_layers * n_heads else "") for s in tabs_of])
 for tab, sweep in zip(tabs, tabs_of):
     with tab:
         label = "exact" if sweep.method == "ablation" else "attribution estimate"
@@ -116,35 +133,35 @@ if "comparison" in frames:
     st.altair_chart(scatter, width="stretch")
     st.caption("Attribution is a first-order estimate from one forward/backward pair: it is cheap on big models, "
                "but misses saturating effects. Confirm the heads it ranks highest exactly.")
-    downloads(st.columns(4)[0], f"seq_{main.task}_methods", frame=frames["comparison"], chart=scatter)
+    downloads(st.columns(4)[0], f"seq_{main_sweep.task}_methods", frame=frames["comparison"], chart=scatter)
 
-# -- circuit search --------------------------------------------------------------------------------------
+# -- circuit search -----------------------------------------------------------------------------------------
 st.header("Circuit search")
 st.markdown("Iterative pruning: from the last layer to the first, remove a component for good when the logit "
             "difference (with everything removed so far) stays above (100 − threshold)% of the full model's; "
             "repeat until nothing changes. Optionally compare with a second task's circuit.")
-with st.form("circuit"):
-    left, middle, right = st.columns(3)
-    threshold = left.slider("Threshold (% of the metric that may be lost)", 1, 60, 20)
-    include_mlps = middle.checkbox("Prune MLPs too", value=False)
-    other = right.selectbox("Compare with task", ["(none)"] + list(sq.TASKS),
-                            format_func=lambda t: sq.TASKS[t].title if t in sq.TASKS else t)
-    find = st.form_submit_button("Find the circuit")
-circuit_request = (model_key(), settings.circuit_key(), threshold, include_mlps, other)
-if find:
-    if other == "(none)":
-        found = run_with_progress(sq.find_circuit, handle, settings, float(threshold), include_mlps)
-    else:
-        found = run_with_progress(sq.compare_circuits, handle, settings, other, float(threshold), include_mlps)
-    keep_result("sequences_circuit", circuit_request, found)
-found = stored_result("sequences_circuit", circuit_request, button="Find the circuit")
-if found is not None:
+# The search depends on the prompts, not on how the main run ranked the heads (method, top-k).
+prompt_settings = replace(settings, method=sq.Settings.method, top_k=sq.Settings.top_k)
+
+
+def search(handle, request, progress):
+    base, limit, mlps, second = request
+    if second == "(none)":
+        return sq.find_circuit(handle, base, float(limit), mlps, progress)
+    return sq.compare_circuits(handle, base, second, float(limit), mlps, progress)
+
+
+found = run_analysis(circuit, "sequences.circuit", search, (prompt_settings, int(threshold), bool(include_mlps), other),
+                     button="Find the circuit")
+if found is None:
+    st.caption("Set the threshold under **Circuit search** in the sidebar and press **Find the circuit**.")
+else:
     circuits = [found] if isinstance(found, sq.Circuit) else [found.a, found.b]
-    heads_in = sq.membership(found, handle.n_layers, handle.n_heads)
+    heads_in = sq.membership(found, n_layers, n_heads)
     cols = st.columns(len(circuits) + (1 if len(circuits) == 2 else 0))
-    for col, circuit in zip(cols, circuits):
-        col.metric(f"{circuit.task}: heads in circuit", len(circuit.heads),
-                   f"{circuit.pct_of_full:.0f}% of the full logit difference", delta_color="off", delta_arrow="off")
+    for col, one in zip(cols, circuits):
+        col.metric(f"{one.task}: heads in circuit", len(one.heads),
+                   f"{one.pct_of_full:.0f}% of the full logit difference", delta_color="off", delta_arrow="off")
     if len(circuits) == 2:
         cols[2].metric("Shared components", len(found.shared), f"Jaccard {found.jaccard:.2f}", delta_color="off", delta_arrow="off")
         st.caption(f"Shared: {', '.join(found.shared) or 'none'} · only {found.a.task}: {', '.join(found.only_a) or 'none'}"
@@ -160,24 +177,24 @@ if found is not None:
     downloads(c1, "seq_circuit", frame=heads_in, chart=chart)
     downloads(c2, "seq_circuit_steps", frame=steps)
 
-# -- head inspector --------------------------------------------------------------------------------------
+# -- head inspector -----------------------------------------------------------------------------------------
 st.header("Head inspector")
 st.markdown("The attention pattern of one head on a prompt, and its **successor score**: over ordered token sets "
             "(numbers, number words, ordinals, weekdays, months, letters), the fraction of tokens whose successor "
             "gets the highest logit among the set when the token's embedding, after the first MLP, goes through "
             "the head's OV circuit and the unembedding.")
-with st.form("inspect"):
-    left, middle, right = st.columns([1, 1, 3])
-    layer = left.number_input("Layer", 0, handle.n_layers - 1, int(best["layer"]) if best["head"] >= 0 else 0)
-    head = middle.number_input("Head", 0, handle.n_heads - 1, int(best["head"]) if best["head"] >= 0 else 0)
-    text = right.text_input("Prompt", value=prompts.pairs[0].clean)
-    inspect = st.form_submit_button("Inspect the head")
-inspect_request = (model_key(), int(layer), int(head), text)
-if inspect:
-    keep_result("sequences_inspection", inspect_request,
-                run_with_progress(sq.inspect_head, handle, text, int(layer), int(head), None))
-inspection = stored_result("sequences_inspection", inspect_request, button="Inspect the head")
-if inspection is not None:
+best_layer, best_head = (int(best["layer"]), int(best["head"])) if best["head"] >= 0 else (0, 0)
+at = (best_layer if layer < 0 else int(layer), best_head if head < 0 else int(head), text or prompts.pairs[0].clean)
+if not (0 <= at[0] < n_layers and 0 <= at[1] < n_heads):
+    st.error(f"This model has layers 0–{n_layers - 1} and heads 0–{n_heads - 1}: choose a head among them "
+             "(or -1 for the most important one).")
+    st.stop()
+inspection = run_analysis(inspector, "sequences.head", lambda h, s, p: sq.inspect_head(h, s[2], s[0], s[1], None, p),
+                          at, button="Inspect the head")
+if inspection is None:
+    st.caption(f"Pick a head under **Head inspector** in the sidebar (by default the most important one, L{at[0]}H{at[1]}) "
+               "and press **Inspect the head**.")
+else:
     name = f"L{inspection.layer}H{inspection.head}"
     pattern = inspection.pattern_frame()
     pattern_chart = attention_heatmap(pattern, f"Attention of {name}")

@@ -1,5 +1,7 @@
 """Page: train a small transformer from scratch and watch next-token prediction turn into skills."""
 
+from pathlib import Path
+
 import streamlit as st
 
 from core.analyses import train
@@ -14,14 +16,16 @@ from core.models.tinylm import POSITIONAL_KINDS, TinyLMConfig
 from core.analyses.train.tokenization import DEFAULT_BPE_VOCAB
 from core.analyses.train.trainer import TrainConfig
 from core.errors import UserError
+from ui.links import Inputs
 from ui.model import extra_choices
-from ui.results import downloads, keep_result, stored_result
+from ui.results import downloads, run_analysis
 from ui.shell import require_shell
 
 UPLOAD = "upload a text file…"
 DEFAULT_SHAPE, DEFAULT_TRAINING = TinyLMConfig(), TrainConfig()
 
 PAGE_DEFAULT_STEPS = 200
+PAGE = "train"
 
 require_shell()  # a deep link to a fresh server runs this file alone: go through the app
 
@@ -34,45 +38,33 @@ st.write(
     "a layer arranges the tokens it has read."
 )
 
-# ---- inputs ----------------------------------------------------------------------------------
-with st.sidebar:
+# ---- inputs (sidebar) -------------------------------------------------------------------------
+main = Inputs(PAGE, label="Training")
+held = st.session_state.get(f"result:{PAGE}:{PAGE}")
+running = held is not None and held.result.running
+with main.form("Train", disabled=running, key="train"):
     st.header("Corpus")
-    corpus_choice = st.selectbox(
-        "Training text",
-        corpus_names() + [UPLOAD],
-        key="corpus",
-        format_func=lambda n: n if n == UPLOAD else f"{n}: {describe_corpus(n)}",
-    )
-    upload = st.file_uploader("Plain UTF-8 text", type=["txt"], key="upload") if corpus_choice == UPLOAD else None
-    tokenizer_kind = st.radio("Tokenizer", ["char", "bpe"], key="tokenizer", horizontal=True,
-                              help="char: one token per character. bpe: byte-level BPE trained on this corpus.")
-    bpe_vocab = (
-        st.number_input("BPE vocabulary size", 260, 8192, DEFAULT_BPE_VOCAB, step=64, key="bpe_vocab")
-        if tokenizer_kind == "bpe" else DEFAULT_BPE_VOCAB
-    )
+    corpus_choice = main.selectbox("Training text", corpus_names() + [UPLOAD], corpus_names()[0], "corpus",
+                                   format_func=lambda n: n if n == UPLOAD else f"{n}: {describe_corpus(n)}")
+    upload = main.upload("Plain UTF-8 text (with “upload a text file…”)", ["txt"], "upload")
+    tokenizer_kind = main.radio("Tokenizer", ["char", "bpe"], "char", "tokenizer", horizontal=True,
+                                help="char: one token per character. bpe: byte-level BPE trained on this corpus.")
+    bpe_vocab = main.number_input("BPE vocabulary size (bpe)", 260, 8192, DEFAULT_BPE_VOCAB, "bpe_vocab", step=64)
     st.header("Model")
-    n_layers = st.slider("Layers", 1, 8, DEFAULT_SHAPE.n_layers, key="layers")
-    d_model = st.select_slider("Width (d_model)", [32, 48, 64, 96, 128, 192, 256], DEFAULT_SHAPE.d_model, key="d_model")
-    n_heads = st.select_slider("Heads", [1, 2, 3, 4, 6, 8], DEFAULT_SHAPE.n_heads, key="heads")
-    context = st.select_slider("Context (tokens)", [16, 32, 64, 128, 256], DEFAULT_SHAPE.context_length, key="context")
-    positional = st.radio("Positions", POSITIONAL_KINDS, key="positional", horizontal=True)
-    dropout = st.slider("Dropout", 0.0, 0.5, DEFAULT_SHAPE.dropout, step=0.05, key="dropout")
+    n_layers = main.slider("Layers", 1, 8, DEFAULT_SHAPE.n_layers, "layers")
+    d_model = main.select_slider("Width (d_model)", [32, 48, 64, 96, 128, 192, 256], DEFAULT_SHAPE.d_model, "d_model")
+    n_heads = main.select_slider("Heads", [1, 2, 3, 4, 6, 8], DEFAULT_SHAPE.n_heads, "heads")
+    context = main.select_slider("Context (tokens)", [16, 32, 64, 128, 256], DEFAULT_SHAPE.context_length, "context")
     st.header("Training")
-    batch_size = st.select_slider("Batch size", [4, 8, 16, 32, 64, 128], DEFAULT_TRAINING.batch_size, key="batch")
-    learning_rate = st.select_slider(
-        "Peak learning rate", [1e-4, 3e-4, 1e-3, 2e-3, 3e-3, 6e-3, 1e-2], DEFAULT_TRAINING.learning_rate, key="lr"
-    )
     # The page starts with a short run (about 15 s on an idle 2-core CPU); bench/train.py uses the full default.
-    steps = st.number_input("Steps", 1, 100_000, PAGE_DEFAULT_STEPS, step=100, key="steps")
-    seed = st.number_input("Seed", 0, 2**31 - 1, DEFAULT_TRAINING.seed, key="seed")
-
-# What the stored run was trained with, to tell when the sidebar has changed since (the stale caption).
-inputs = (corpus_choice, upload.file_id if upload is not None else None, tokenizer_kind, int(bpe_vocab), n_layers,
-          d_model, n_heads, context, positional, dropout, batch_size, learning_rate, int(steps), int(seed))
-notice = st.empty()
-with notice.container():
-    run = stored_result("train", inputs, button="Train")  # a background.TrainingRun
-running = run is not None and run.running
+    steps = main.number_input("Steps", 1, 100_000, PAGE_DEFAULT_STEPS, "steps", step=100)
+    batch_size = main.select_slider("Batch size", [4, 8, 16, 32, 64, 128], DEFAULT_TRAINING.batch_size, "batch")
+    with st.expander("More options"):
+        positional = main.radio("Positions", list(POSITIONAL_KINDS), POSITIONAL_KINDS[0], "positional", horizontal=True)
+        dropout = main.slider("Dropout", 0.0, 0.5, DEFAULT_SHAPE.dropout, "dropout", step=0.05)
+        learning_rate = main.select_slider("Peak learning rate", [1e-4, 3e-4, 1e-3, 2e-3, 3e-3, 6e-3, 1e-2],
+                                           DEFAULT_TRAINING.learning_rate, "lr")
+        seed = main.number_input("Seed", 0, 2**31 - 1, DEFAULT_TRAINING.seed, "seed")
 
 
 def settings_from_inputs() -> train.Settings:
@@ -80,7 +72,7 @@ def settings_from_inputs() -> train.Settings:
     if corpus_choice == UPLOAD:
         if upload is None:
             raise UserError("choose a text file to upload first")
-        corpus = decode_text(upload.name, upload.getvalue())
+        corpus = decode_text(upload.name, upload.data)
     else:
         corpus = corpus_choice
     shape = TinyLMConfig(n_layers=n_layers, n_heads=n_heads, d_model=d_model, context_length=context,
@@ -102,19 +94,29 @@ def history_downloads(history, loss_chart, skills_chart) -> None:
         downloads(right, "train_skills", frame=frames["skills"], chart=skills_chart)
 
 
-# ---- buttons ---------------------------------------------------------------------------------
-train_col, stop_col, resume_col = st.columns(3)
-if train_col.button("Train", type="primary", disabled=running, width="stretch", key="train"):
-    try:
-        run = keep_result("train", inputs, start(settings_from_inputs()))
-        st.session_state.pop("train_loaded", None)
-        notice.empty()  # a new run: the stored one's stale caption goes
-        running = True
-    except UserError as err:
+# A training run is a background job (it outlives this script run); run_analysis keeps it with its settings.
+# Settings that cannot be built (no upload yet) only matter when Train is pressed.
+try:
+    settings = settings_from_inputs()
+except UserError as err:
+    if main.submitted:
         st.error(str(err))
+    settings = None
+run = None
+if settings is not None:
+    run = run_analysis(main, "train", lambda handle, s, progress: start(s), settings, button="Train",
+                       needs_model=False, store=False)
+elif held is not None:
+    run = held.result
+if run is not None and main.submitted:
+    st.session_state.pop(f"result:{PAGE}:checkpoint", None)  # a new run replaces a loaded checkpoint
+running = run is not None and run.running
+
+# ---- stop and resume --------------------------------------------------------------------------
+stop_col, resume_col, _ = st.columns([1, 1, 4])
 if stop_col.button("Stop", disabled=not running, width="stretch", key="stop"):
     run.stop()
-if resume_col.button("Resume", disabled=run is None or not run.can_resume, width="stretch", key="resume"):
+if resume_col.button("Resume", disabled=run is None or running or not run.can_resume, width="stretch", key="resume"):
     run.resume()
     running = True
 
@@ -155,43 +157,46 @@ def live_training():
         history_downloads(history, loss_chart, skills_chart)
 
 
-result: train.Result | None = st.session_state.get("train_loaded")  # a checkpoint read from disk
-if run is not None and result is None:
-    live_training()
-    if not running:
-        result = run.result()
-elif result is not None:
+# ---- a saved checkpoint, loaded instead (the sidebar) --------------------------------------------
+checkpoint = Inputs(PAGE, "checkpoint", label="Checkpoint")
+saved = [str(p) for p in list_checkpoints()]
+with checkpoint.form("Load checkpoint", title="Saved checkpoints", expanded=False, disabled=running or not saved,
+                     key="load"):
+    chosen = checkpoint.selectbox("Saved checkpoints", saved or [""], (saved or [""])[0], "path",
+                                  format_func=lambda p: Path(p).name if p else "(none saved yet)")
+loaded = run_analysis(checkpoint, "train.checkpoint", lambda handle, path, progress: train.Result.load(Path(path)),
+                      chosen, button="Load checkpoint", needs_model=False, store=False, row=False) if chosen else None
+
+result: train.Result | None = None
+if loaded is not None:  # pressing Train forgets the loaded checkpoint (above)
+    result = loaded
     st.info(f"Exploring checkpoint **{result.trained.name}** (trained {result.trained.meta.get('step', '?')} steps "
             f"on {result.trained.meta.get('corpus', '?')}).")
     loaded_chart = charts.loss_chart(result.history, result.total_steps)
     st.altair_chart(loaded_chart, width="stretch")
     history_downloads(result.history, loaded_chart, None)
+elif run is not None:
+    live_training()
+    if not running:
+        result = run.result()
 trained = result.trained if result is not None else None
 
 # ---- checkpoints -----------------------------------------------------------------------------
 st.header("Checkpoints")
-save_col, load_col = st.columns(2)
-with save_col:
-    save_name = st.text_input("Save as", key="save_name", disabled=trained is None,
-                              placeholder=trained.name if trained else "", help="a name or a folder path")
-    if st.button("Save checkpoint", disabled=trained is None, key="save"):
-        try:
-            path = str(result.save(save_name.strip() or None))
-            if path not in extra_choices():
-                extra_choices().append(path)  # offered in the sidebar's model picker, for the Logit-lens page
-            st.success(f"Saved to {path}. Pick it in the sidebar's model list to explore it on the Logit-lens page.")
-        except UserError as err:
-            st.error(str(err))
-with load_col:
-    saved = list_checkpoints()
-    chosen = st.selectbox("Saved checkpoints", saved, format_func=lambda p: p.name, key="checkpoint",
-                          disabled=running or not saved)
-    if st.button("Load checkpoint", disabled=running or not saved, key="load"):
-        try:
-            st.session_state["train_loaded"] = train.Result.load(chosen)
-            st.rerun()
-        except UserError as err:
-            st.error(str(err))
+save_name = st.text_input("Save as", key="save_name", disabled=trained is None,
+                          placeholder=trained.name if trained else "", help="a name or a folder path")
+if st.button("Save checkpoint", disabled=trained is None, key="save"):
+    try:
+        path = str(result.save(save_name.strip() or None))
+        if path not in extra_choices():
+            extra_choices().append(path)  # offered in the sidebar's model picker, for the Logit-lens page
+        st.session_state["train:saved"] = path
+        st.rerun()  # the sidebar's list of saved checkpoints (drawn above) shows the new one
+    except UserError as err:
+        st.error(str(err))
+if "train:saved" in st.session_state:
+    st.success(f"Saved to {st.session_state.pop('train:saved')}. Pick it in the sidebar's model list to explore it on "
+               "the Logit-lens page, or under **Saved checkpoints** in the sidebar to come back to it here.")
 
 if trained is None:
     st.info("Train a model (or load a checkpoint) to generate text and look inside it.")
@@ -199,21 +204,23 @@ if trained is None:
 
 # ---- what the trained model does -------------------------------------------------------------
 st.header("Generate")
-prompt = st.text_area("Prompt", trained.meta.get("sample_text", "")[:40], key="prompt", height=80)
+generate = Inputs(PAGE, "generate", label="Generation")
+prompt = generate.text_area("Prompt", trained.meta.get("sample_text", "")[:40], "prompt", height=80)
 gen_cols = st.columns(3)
-temperature = gen_cols[0].slider("Temperature", 0.0, 2.0, 0.8, 0.05, key="temperature",
-                                 help="0 = always the most likely token")
-top_k = gen_cols[1].slider("Top-k", 0, 100, 0, key="top_k", help="0 = sample from the whole vocabulary")
-new_tokens = gen_cols[2].slider("New tokens", 10, 500, 200, 10, key="new_tokens")
-if st.button("Generate", key="generate"):
-    try:
-        st.session_state["train_generated"] = prompt + sample_text(
-            trained.model, trained.tokenizer, prompt, new_tokens, temperature, top_k, seed=int(seed)
-        )
-    except UserError as err:
-        st.error(str(err))
-if "train_generated" in st.session_state:
-    st.code(st.session_state["train_generated"], language=None)
+with gen_cols[0]:
+    temperature = generate.slider("Temperature", 0.0, 2.0, 0.8, "temperature", step=0.05,
+                                  help="0 = always the most likely token")
+with gen_cols[1]:
+    top_k = generate.slider("Top-k", 0, 100, 0, "top_k", help="0 = sample from the whole vocabulary")
+with gen_cols[2]:
+    new_tokens = generate.slider("New tokens", 10, 500, 200, "new_tokens", step=10)
+generate.submitted = st.button("Generate", key="generate")
+text = run_analysis(generate, "train.generate",
+                    lambda handle, s, progress: s[0] + sample_text(trained.model, trained.tokenizer, *s, seed=int(seed)),
+                    (prompt, int(new_tokens), float(temperature), int(top_k)), button="Generate", needs_model=False,
+                    store=False, row=False)
+if text is not None:
+    st.code(text, language=None)
 
 st.header("Attention, layer by layer")
 n_layers_trained = trained.model.config.n_layers

@@ -8,12 +8,14 @@ from core.analyses.translation.charts import drill_down_chart, energy_chart, lan
 from core.analyses.translation.prompts import MAX_SHOTS, TASKS
 from core.analyses.translation.wordlist import LANGUAGES, WORDS_CSV, parse_words
 from core.charts.lens import lens_heatmap, lens_heatmap_frame
-from ui.model import current_model, model_key, run_safely
+from ui.links import Inputs
+from ui.model import run_safely
 from ui.results import downloads, run_analysis
 from ui.shell import require_shell
 
 require_shell()  # a deep link to a fresh server runs this file alone: go through the app
 
+PAGE = "translation"
 st.title("🌐 Translation latent language")
 st.markdown(
     "When the model translates a word, say French → Chinese, which language do its **middle layers** decode to? "
@@ -24,19 +26,14 @@ st.markdown(
     "over in the last layers."
 )
 
-handle = current_model()
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def drill_down_of(key: str, settings: translation.Settings, word: int, top_k: int, _handle, _result):
-    return drill_down(_handle, _result, word, top_k)
-
-
-upload = st.file_uploader("Your own word list (optional): a CSV whose header names language codes, e.g. `fr,zh,en`",
-                          type=["csv"])
+# -- inputs (sidebar) ---------------------------------------------------------------------------------------
+main = Inputs(PAGE, label="Translation latent language")
+with st.sidebar:
+    upload = main.upload("Your own word list (optional): a CSV whose header names language codes, e.g. `fr,zh,en`",
+                         ["csv"], "words")
 if upload is not None:
     try:
-        csv_text, origin = upload.getvalue().decode("utf-8"), upload.name
+        csv_text, origin = upload.data.decode("utf-8"), upload.name
     except UnicodeDecodeError:
         st.error(f"{upload.name} is not UTF-8 text: save the CSV as UTF-8 and upload it again.")
         st.stop()
@@ -46,35 +43,31 @@ words = run_safely(parse_words, csv_text, origin)
 codes = list(words.languages)
 
 
-def language_choice(label: str, default: str, column, key: str) -> str:
-    index = codes.index(default) if default in codes else 0
-    return column.selectbox(label, codes, index=index, key=key,
-                            format_func=lambda c: f"{LANGUAGES[c].english_name} ({LANGUAGES[c].name})")
+def language(label: str, default: str, name: str) -> str:
+    return main.selectbox(label, codes, default if default in codes else codes[0], name,
+                          format_func=lambda c: f"{LANGUAGES[c].english_name} ({LANGUAGES[c].name})")
 
 
-with st.form("translation"):
-    left, middle, right = st.columns(3)
-    source = language_choice("Source language", "fr", left, "tr_source")
-    target = language_choice("Target language", "zh", middle, "tr_target")
-    latent = language_choice("Latent language", "en", right, "tr_latent")
-    left, middle, right, last = st.columns(4)
-    task = left.selectbox("Task", TASKS, help="translation: source → target; repetition: target → target "
-                          "(the source is ignored); cloze: the translation written as a blank to fill (`___ ⇒ \"…\"`)")
-    n_words = middle.number_input("Words (first N of the list)", 1, len(words), min(10, len(words)))
-    shots = right.number_input("Demonstrations per prompt", 0, MAX_SHOTS, 4)
-    seed = last.number_input("Seed", 0, 10_000, 0)
-    left, right = st.columns([1, 2])
-    energy = left.checkbox("Also compute the energy of the last position against the unembedding")
-    reader = right.radio("Lens", ["logit", "tuned"], horizontal=True, help=translation.LENS_ADVICE)
-    st.caption(translation.LENS_ADVICE)
-    submitted = st.form_submit_button("Run the translation lens", type="primary")
+with main.form("Run the translation lens"):
+    source = language("Source language", "fr", "source")
+    target = language("Target language", "zh", "target")
+    latent = language("Latent language", "en", "latent")
+    n_words = main.number_input("Words (first N of the list)", 1, len(words), min(10, len(words)), "n")
+    shots = main.number_input("Demonstrations per prompt", 0, MAX_SHOTS, 4, "shots")
+    reader = main.radio("Lens", ["logit", "tuned"], "logit", "lens", horizontal=True, help=translation.LENS_ADVICE)
+    with st.expander("More options"):
+        task = main.selectbox("Task", list(TASKS), list(TASKS)[0], "task",
+                              help="translation: source → target; repetition: target → target (the source is ignored); "
+                                   "cloze: the translation written as a blank to fill (`___ ⇒ \"…\"`)")
+        seed = main.number_input("Seed", 0, 10_000, 0, "seed")
+        energy = main.checkbox("Also compute the energy of the last position against the unembedding", False, "energy")
 
 settings = translation.Settings(source=source, target=target, latent=latent, task=task, shots=int(shots),
                                 seed=int(seed), limit=int(n_words), energy=energy, words=words, lens=reader)
-result = run_analysis("translation", translation.run, handle, settings, submitted=submitted,
-                      button="Run the translation lens")
+result = run_analysis(main, "translation", translation.run, settings, button="Run the translation lens")
 if result is None:
-    st.info(f"{len(words)} words in {origin} ({', '.join(codes)}). Choose languages and press **Run**.")
+    st.info(f"{len(words)} words in {origin} ({', '.join(codes)}). Choose languages in the sidebar and press **Run**. "
+            + translation.LENS_ADVICE)
     st.stop()
 
 summary = result.summary()
@@ -113,25 +106,33 @@ downloads(columns[1], name, frame=frames["curves"], chart=chart)
 if energy_plot is not None:
     downloads(columns[2], f"{name}_energy", chart=energy_plot)
 
+# -- one word (a view of the result: computed when chosen, kept in the server's memory) --------------------
 st.subheader("What is the model predicting internally?")
-word = st.selectbox(
-    "Word", range(result.n_words),
-    format_func=lambda i: f"{table['source_word'].iloc[i]} → {table['target_word'].iloc[i]} "
-                          f"({slot_label('latent', result.settings).split(': ')[1]}: {table['latent_word'].iloc[i]})",
-)
-top_k = st.slider("Top-k per layer", 3, 10, 5)
-detail = run_safely(drill_down_of, model_key(), result.settings, int(word), int(top_k), handle, result)
+drill = Inputs(PAGE, "word", label="Translation drill-down", scope=result)
+left, right = st.columns([3, 1])
+with left:
+    word = drill.selectbox(
+        "Word", list(range(result.n_words)), 0, "word",
+        format_func=lambda i: f"{table['source_word'].iloc[i]} → {table['target_word'].iloc[i]} "
+                              f"({slot_label('latent', result.settings).split(': ')[1]}: {table['latent_word'].iloc[i]})",
+    )
+with right:
+    top_k = drill.slider("Top-k per layer", 3, 10, 5, "top_k")
+span = drill.radio("Heatmap of the prompt under the logit lens (top-1 token per layer and position)",
+                   ["the query line", "the whole prompt"], "the query line", "span", horizontal=True)
+detail = run_analysis(drill, "translation.word", lambda h, s, p: drill_down(h, result, s[1], s[2]),
+                      (result.settings, int(word), int(top_k)), auto=True, store=False, row=False)
+if detail is None:
+    st.stop()
 st.code(detail.prompt, language=None)
-grid = drill_down_chart(detail.table, handle.n_layers)
+grid = drill_down_chart(detail.table, result.n_layers)
 st.altair_chart(grid, width="stretch")
 tokens = detail.lens.tokens[0]
 query_start = max((i + 1 for i, t in enumerate(tokens) if "\n" in t), default=0)
-span = st.radio("Heatmap of the prompt under the logit lens (top-1 token per layer and position)",
-                ["the query line", "the whole prompt"], horizontal=True)
 heatmap_frame = lens_heatmap_frame(detail.lens)
 if span == "the query line":
     heatmap_frame = heatmap_frame[heatmap_frame["position"] >= query_start]
-heatmap = lens_heatmap(heatmap_frame, handle.n_layers)
+heatmap = lens_heatmap(heatmap_frame, result.n_layers)
 st.altair_chart(heatmap, width="stretch")
 st.caption("Downloads: the top tokens of this word (CSV, PNG, SVG) and its heatmap (CSV, PNG, SVG).")
 left, right = st.columns(2)

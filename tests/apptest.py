@@ -1,4 +1,14 @@
-"""Helpers for reading what a page rendered under streamlit.testing.v1.AppTest."""
+"""Helpers for reading what a page rendered under streamlit.testing.v1.AppTest, and for keeping a test's results
+to itself.
+
+A page test that wants its own result store imports the fixture: ``from tests.apptest import private_home  #
+noqa: F401`` (pytest applies an autouse fixture to the module it is imported into)."""
+
+from pathlib import Path
+
+import pytest
+
+APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 
 
 def chart_specs(at) -> list[str]:
@@ -14,3 +24,28 @@ def chart_specs(at) -> list[str]:
 
     walk(at._tree)
     return specs
+
+
+def widget(widgets, label: str):
+    """The widget of ``widgets`` (e.g. ``at.button``) whose label is ``label``."""
+    return next(w for w in widgets if w.label == label)
+
+
+def fresh_home(root: Path) -> Path:
+    """An empty LAYERSCOPE_HOME that shares the user's converted models (no conversion again), not their results."""
+    from core.models.gguf_cache import cache_home
+
+    home = root / "layerscope-home"
+    home.mkdir(parents=True, exist_ok=True)
+    converted = cache_home() / "converted"
+    if converted.is_dir() and not (home / "converted").exists():
+        (home / "converted").symlink_to(converted, target_is_directory=True)
+    return home
+
+
+@pytest.fixture(autouse=True)
+def private_home(tmp_path, monkeypatch):
+    """Each test gets its own result store (results of earlier tests, or of the user's app, are not found)."""
+    home = fresh_home(tmp_path)
+    monkeypatch.setenv("LAYERSCOPE_HOME", str(home))
+    return home

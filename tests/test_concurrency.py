@@ -20,6 +20,7 @@ from streamlit.testing.v1 import AppTest
 from core.lens import run_lens
 from core.tokens import visible
 from tests import tiny
+from tests.apptest import private_home  # noqa: F401 (each test its own result store)
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 PROMPTS = [

@@ -28,6 +28,7 @@ from core.lens import run_lens
 from core.models import load_model
 from core.tokens import TokenSet, is_byte_token, token_str, word_token_set
 from tests import tiny
+from tests.apptest import private_home  # noqa: F401 (each test its own result store)
 from tests.e2e.app_pages import discover
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
@@ -344,7 +345,8 @@ def test_a_fixed_model_list_is_all_users_can_pick_and_never_runs_remote_code(tin
     assert not at.exception and not at.error
     picker = at.selectbox(key="model_choice")
     assert picker.options == offered
-    assert not at.sidebar.checkbox and not at.sidebar.text_input  # no "trust remote code", no free-form model path
+    free_form = {w.key for w in list(at.sidebar.checkbox) + list(at.sidebar.text_input)}  # the page's inputs aside
+    assert not free_form & {"model_trust_remote_code", "model_custom"}  # no "trust remote code", no free-form model path
     assert at.sidebar.selectbox(key="model_choice").options == offered
     assert options_seen and all(not options.trust_remote_code for _, options in options_seen)
     assert len(at.dataframe[0].value) == 3 + 1  # the offered tiny model's lens, embeddings + 3 layers

@@ -24,16 +24,24 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 # Whether streamlit_app.py is running in this thread's script run (a script run stays in one thread).
 # Streamlit's own mode flag is a class attribute shared by every session, so it cannot tell.
 _RUN = threading.local()
+_TITLES: dict[str, str] = {}  # page name (its file's stem, as History and links name it) -> title
 
 
 @contextlib.contextmanager
-def shell():
-    """Wraps the entry script's navigation: pages run inside it know the shell is there."""
+def shell(pages=()):
+    """Wraps the entry script's navigation: pages run inside it know the shell is there (and their titles)."""
+    for page in pages:
+        _TITLES[getattr(page, "_url_path", "") or page.url_path] = page.title
     _RUN.active = True
     try:
         yield
     finally:
         _RUN.active = False
+
+
+def page_title(name: str) -> str:
+    """A page's title from its name ("logit_lens" -> "Logit lens")."""
+    return _TITLES.get(name, name.replace("_", " ").capitalize())
 
 
 def require_shell() -> None:

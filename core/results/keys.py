@@ -13,11 +13,12 @@ from typing import Any
 
 
 # The page that shows each analysis (pages/<page>.py), where it differs from the analysis's name.
-PAGES = {"lens": "logit_lens", "attribute": "logit_lens", "tuned_lens": "logit_lens"}
+PAGES = {"lens": "logit_lens", "attribute": "logit_lens", "tuned_lens": "logit_lens", "compare": "logit_lens"}
 
 
 def page_of(analysis: str) -> str:
-    return PAGES.get(analysis, analysis)
+    """The page of an analysis; a page's sub-analysis ("sequences.circuit") is on its package's page."""
+    return PAGES.get(analysis, PAGES.get(analysis.split(".")[0], analysis.split(".")[0]))
 
 
 def plain(value: Any) -> Any:
@@ -70,8 +71,8 @@ def settings_key(analysis: str, settings: Any, version: str) -> str:
 def analysis_version(analysis: str) -> str:
     """``VERSION`` of ``core/analyses/<analysis>/analysis.py`` ("1" where it defines none). An analysis raises
     it when a change of code changes its numbers, so that results stored before are not reused."""
-    try:
-        module = importlib.import_module(f"core.analyses.{analysis}.analysis")
+    try:  # a sub-analysis ("sequences.circuit") has its package's version
+        module = importlib.import_module(f"core.analyses.{analysis.split('.')[0]}.analysis")
     except ImportError:
         return "1"
     return str(getattr(module, "VERSION", "1"))

@@ -38,6 +38,7 @@ STATE_JS = """() => {
     title: main && main.querySelector('h1') ? main.querySelector('h1').innerText : null,
     charts: charts, tables: tables, errors: errors, warnings: warnings,
     running: !!document.querySelector('[data-testid="stStatusWidget"]'),
+    dialogs: Array.from(document.querySelectorAll('[role="dialog"]')).map((e) => e.innerText.slice(0, 300)),
     traceback: document.body.innerText.includes('Traceback (most recent call last)'),
   };
 }"""
@@ -59,6 +60,8 @@ def wait_until(page, done, timeout_s: float, quiet_s: float = 1.5, what: str = "
         s = state(page)
         if s["errors"] or s["traceback"]:
             raise AssertionError(f"{what}: the page shows an error: {s['errors'] or 'a traceback'}")
+        if any("Page not found" in d for d in s["dialogs"]):  # a wrong URL path: a dialog, not an error element
+            raise AssertionError(f"{what}: Streamlit says 'Page not found': {s['dialogs']}")
         if done(s) and not s["running"]:
             calm_since = calm_since or time.monotonic()
             if time.monotonic() - calm_since >= quiet_s:
@@ -77,19 +80,38 @@ def summary(s: dict) -> str:
 
 
 def click_primary(page) -> str | None:
-    """Click the first enabled primary button of the main area (a form's submit or st.button type=primary)."""
-    buttons = page.locator(f'[data-testid="stMain"] :is({PRIMARY})')
-    for i in range(buttons.count()):
-        button = buttons.nth(i)
-        if button.is_visible() and button.is_enabled():
-            label = button.inner_text().strip()
-            button.click()
-            try:  # let the rerun begin, so the old results are not mistaken for the new ones
-                page.wait_for_selector('[data-testid="stStatusWidget"]', timeout=3000)
-            except Exception:  # noqa: BLE001 - a cached rerun can finish before we look
-                pass
-            return label
+    """Click the first enabled primary button: a page's Run button (its form's submit, in the sidebar under the
+    model picker), else one in the main area."""
+    for area in ("stSidebar", "stMain"):
+        buttons = page.locator(f'[data-testid="{area}"] :is({PRIMARY})')
+        for i in range(buttons.count()):
+            button = buttons.nth(i)
+            if button.is_visible() and button.is_enabled():
+                label = button.inner_text().strip()
+                button.click()
+                try:  # let the rerun begin, so the old results are not mistaken for the new ones
+                    page.wait_for_selector('[data-testid="stStatusWidget"]', timeout=3000)
+                except Exception:  # noqa: BLE001 - a cached rerun can finish before we look
+                    pass
+                return label
     return None
+
+
+def sidebar_section(page, title: str) -> None:
+    """Open a collapsed expander of the sidebar (a later section's inputs: attribution, circuit search…)."""
+    summary = page.locator('[data-testid="stSidebar"] [data-testid="stExpander"] summary', has_text=title).first
+    details = summary.locator("xpath=..")
+    if details.get_attribute("open") is None:
+        summary.click()
+        page.wait_for_timeout(300)
+
+
+def download(page, label: str = "CSV", index: int = 0) -> bytes:
+    """The bytes of the ``index``-th download button of the main area labelled ``label``."""
+    buttons = page.locator('[data-testid="stMain"] [data-testid="stDownloadButton"] button', has_text=label)
+    with page.expect_download() as pending:
+        buttons.nth(index).click()
+    return Path(pending.value.path()).read_bytes()
 
 
 def screenshot(page, name: str) -> Path:
@@ -105,5 +127,6 @@ def screenshot(page, name: str) -> Path:
 
 
 def open_page(page, base_url: str, app_page) -> dict:
-    page.goto(f"{base_url}/{app_page.url_path}")
+    # The server may be busy (a model loading, other sessions' runs): the title's wait below bounds it.
+    page.goto(f"{base_url}/{app_page.url_path}", wait_until="commit", timeout=PAGE_TIMEOUT_S * 1000)
     return wait_until(page, lambda s: s["title"] is not None, PAGE_TIMEOUT_S, what=f"opening {app_page.script}")

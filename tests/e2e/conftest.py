@@ -64,15 +64,23 @@ class Server:
         return psutil.Process(self.process.pid).memory_info().rss
 
 
+HOOKS = Path(__file__).resolve().parent / "hooks"  # sitecustomize.py: slow loads, counted forward passes
+
+
 @contextlib.contextmanager
-def launch(env_extra: dict | None = None, log_name: str = "e2e-server.log"):
-    """`streamlit run streamlit_app.py` on a free port; yields a Server once /_stcore/health says ok."""
+def launch(env_extra: dict | None = None, log_name: str = "e2e-server.log", port: int | None = None):
+    """`streamlit run streamlit_app.py` on a free port (or ``port``); yields a Server once /_stcore/health says ok.
+
+    ``LAYERSCOPE_E2E_LOAD_DELAY`` (seconds) and ``LAYERSCOPE_E2E_FORWARDS`` (a file) in ``env_extra`` make the
+    server's model loads slow and log every forward pass of its models (tests/e2e/hooks/sitecustomize.py)."""
     ARTIFACTS.mkdir(exist_ok=True)
-    port = _free_port()
+    port = port or _free_port()
     url = f"http://127.0.0.1:{port}"
     log = ARTIFACTS / log_name
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               **(env_extra or {}))
+               **{k: str(v) for k, v in (env_extra or {}).items()})
+    if any(k.startswith("LAYERSCOPE_E2E_") for k in env_extra or {}):
+        env["PYTHONPATH"] = os.pathsep.join([str(HOOKS), str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     command = [
         sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
         "--server.headless", "true", "--server.address", "127.0.0.1", "--server.port", str(port),
@@ -101,14 +109,16 @@ def launch(env_extra: dict | None = None, log_name: str = "e2e-server.log"):
 
 
 @pytest.fixture(scope="session")
-def app_server():
-    """The server most browser tests share, on the default LAYERSCOPE_HOME."""
+def app_server(tmp_path_factory):
+    """The server most browser tests share: the user's converted models, but an empty result store of its own
+    (nothing from an earlier run is found)."""
     # Build the default model's safetensors cache here first (a no-op once built), so the first page
     # visit waits only for the model to load. tests/e2e/test_first_contact.py covers the other case.
     from core.models.loading import DEFAULT_MODEL, resolve_spec
+    from tests.apptest import fresh_home
 
     resolve_spec(DEFAULT_MODEL)
-    with launch() as server:
+    with launch({"LAYERSCOPE_HOME": fresh_home(tmp_path_factory.mktemp("e2e"))}) as server:
         yield server
 
 

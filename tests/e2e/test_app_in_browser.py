@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.app_pages import discover
-from tests.e2e.browser import PRIMARY, click_primary, open_page, screenshot, shows_results, summary, wait_until
+from tests.e2e.browser import (
+    PRIMARY, click_primary, open_page, screenshot, shows_results, sidebar_section, summary, wait_until,
+)
 from tests.e2e.conftest import CHROMIUM, PAGE_TIMEOUT_S, SCREENSHOTS
 
 if not Path(CHROMIUM).exists():
@@ -25,11 +27,12 @@ if not Path(CHROMIUM).exists():
 pytest.importorskip("playwright", reason="the browser suite needs playwright (pip install -r requirements-dev.txt)")
 
 PAGES = discover()
+ANALYSES = [p for p in PAGES if p.name != "history"]  # History lists runs: tests/e2e/test_lab.py opens it
 
 
-@pytest.mark.parametrize("app_page", PAGES, ids=[p.name for p in PAGES])
+@pytest.mark.parametrize("app_page", ANALYSES, ids=[p.name for p in ANALYSES])
 def test_page_default_run_shows_chart_and_table(app_server, new_page, app_page):
-    """The page's default analysis, as a user runs it: open, press its primary button, see results."""
+    """The page's default analysis, as a user runs it: open, press its Run button (sidebar), see results."""
     page = new_page()
     try:
         first = open_page(page, app_server.url, app_page)
@@ -62,8 +65,8 @@ def _lens_page(page, base_url: str) -> None:
 
 
 def _run_prompt(page, prompt: str) -> None:
-    page.locator('[data-testid="stMain"] textarea').first.fill(prompt)
-    page.locator(f'[data-testid="stMain"] :is({PRIMARY})').first.click()
+    page.locator('[data-testid="stSidebar"] textarea').first.fill(prompt)
+    page.locator(f'[data-testid="stSidebar"] :is({PRIMARY})').first.click()
     try:
         page.wait_for_selector('[data-testid="stStatusWidget"]', timeout=3000)
     except Exception:  # noqa: BLE001
@@ -116,15 +119,18 @@ def test_logit_lens_tracking_sublayers_attribution_and_side_by_side(app_server, 
     attribution, and a second prompt side by side."""
     page = new_page()
     _lens_page(page, app_server.url)
+    sidebar_section(page, "Track tokens")
     page.get_by_role("textbox", name="Track tokens (comma-separated)").fill('" Paris", London')
     page.get_by_text("after attention and MLP").click()
     page.get_by_role("button", name="Run the lens").click()
     s = wait_until(page, lambda s: sum(c["shown"] for c in s["charts"]) >= 3 and any(
         "18 mlp" in label for c in s["charts"] for label in c["labels"]), PAGE_TIMEOUT_S, what="tracked sub-layer rows")
+    sidebar_section(page, "Direct logit attribution")
     page.get_by_role("button", name="Attribute").click()
     s = wait_until(page, lambda s: sum(c["shown"] for c in s["charts"]) >= 5, PAGE_TIMEOUT_S, what="attribution")
     metrics = page.eval_on_selector_all('[data-testid="stMetric"]', "ms => ms.map(m => m.innerText)")
     assert any("components sum to" in m for m in metrics), metrics
+    sidebar_section(page, "Side by side")
     page.get_by_role("button", name="Compare").click()
     s = wait_until(page, lambda s: sum(c["shown"] for c in s["charts"]) >= 6, PAGE_TIMEOUT_S, what="side by side")
     screenshot(page, "logit_lens-deeper-views")

@@ -25,6 +25,8 @@ from core.lenses import LENS_NAMES, lens_for
 from core.models.handle import ModelHandle
 from core.progress import Progress, part
 
+VERSION = "1"  # the store's analysis version: raise it when a change of code changes the numbers
+
 
 @dataclass(frozen=True)
 class Settings(BaseSettings):

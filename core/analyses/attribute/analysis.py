@@ -21,6 +21,8 @@ from core.models.handle import ModelHandle
 from core.progress import Progress, quiet
 from core.tokens import single_token, token_str
 
+VERSION = "1"  # the store's analysis version: raise it when a change of code changes the numbers
+
 KINDS = ("embed", "head", "mlp", "bias")
 
 

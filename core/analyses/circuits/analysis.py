@@ -23,6 +23,8 @@ from core.models.handle import ModelHandle
 from core.progress import Progress, part, quiet
 from core.tokens import single_token, token_str, visible
 
+VERSION = "1"  # the store's analysis version: raise it when a change of code changes the numbers
+
 KINDS = ("routes", "attribution")
 MAX_TOKENS = {"routes": 128, "attribution": 32}  # the attribution adjacency grows with the square of the tokens
 LENS_ROWS = 16  # residual nodes of a routes graph that get the lens's top tokens (the most influential)

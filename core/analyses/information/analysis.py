@@ -26,6 +26,8 @@ from core.models.handle import ModelHandle
 from core.progress import Progress, part
 from core.tokens import token_str
 
+VERSION = "1"  # the store's analysis version: raise it when a change of code changes the numbers
+
 MAX_TOKENS = 2000
 DEFAULT_CORPUS = "shakespeare"
 

@@ -16,6 +16,8 @@ from core.progress import Progress
 if TYPE_CHECKING:
     import pandas as pd
 
+VERSION = "1"  # the store's analysis version: raise it when a change of code changes the numbers
+
 MAX_TOP_K = 1000
 MAX_TRACKED = 8
 RESOLUTIONS = ("layer", "sublayer")

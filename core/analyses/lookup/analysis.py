@@ -22,6 +22,8 @@ from core.models.handle import ModelHandle
 from core.progress import Progress, part, quiet
 from core.tokens import token_str
 
+VERSION = "1"  # the store's analysis version: raise it when a change of code changes the numbers
+
 TASKS = ("incontext", "facts")
 MAX_PAIRS = 2000
 MAX_PROMPTS = 1000

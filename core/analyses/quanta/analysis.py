@@ -28,6 +28,8 @@ from core.models.handle import ModelHandle
 from core.progress import Progress, part
 from core.tokens import token_str
 
+VERSION = "1"  # the store's analysis version: raise it when a change of code changes the numbers
+
 LN2 = math.log(2.0)
 UNITS = ("nats", "bits")
 INDUCTION_FILTERS = {"trigram": 3, "bigram": 2, "none": None}

@@ -22,6 +22,8 @@ from core.interventions import check_ablation
 from core.models.handle import ModelHandle
 from core.progress import Progress, part
 
+VERSION = "1"  # the store's analysis version: raise it when a change of code changes the numbers
+
 METHODS = ("ablation", "attribution", "both", "auto")
 # "auto" (the page's default): exact ablation of every component when its estimated cost fits this budget
 # (from this model's measured speed on these prompts), else attribution + exact checks.

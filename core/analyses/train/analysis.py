@@ -22,6 +22,8 @@ from core.analyses.train.trainer import TrainConfig, Trainer, TrainingHistory, t
 from core.errors import UserError
 from core.progress import Progress
 
+VERSION = "1"  # the store's analysis version: raise it when a change of code changes the numbers
+
 
 @dataclass(frozen=True)
 class Settings(BaseSettings):

@@ -38,6 +38,8 @@ LENS_ADVICE = ("The logit lens is the default here: the tuned lens's maintainers
 from core.models.handle import ModelHandle
 from core.progress import Progress, part
 
+VERSION = "1"  # the store's analysis version: raise it when a change of code changes the numbers
+
 Z95 = 1.96
 MAX_TOP_K = 50
 

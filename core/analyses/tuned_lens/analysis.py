@@ -21,6 +21,8 @@ from core.lenses.tuned import CONFIG
 from core.models.handle import ModelHandle
 from core.progress import Progress, part
 
+VERSION = "1"  # the store's analysis version: raise it when a change of code changes the numbers
+
 ROOT = Path(__file__).resolve().parents[3]
 TRAIN_TEXT = ROOT / "assets" / "quanta" / "corpus.jsonl"  # prose, code, tables, URLs, lists (shipped)
 EVAL_TEXT = ROOT / "assets" / "corpora" / "lens_eval.txt"  # held out: written for this, never trained on

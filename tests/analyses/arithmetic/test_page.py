@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from tests.apptest import chart_specs
+from tests.apptest import chart_specs, private_home  # noqa: F401 (each test its own result store)
 
 APP = str(Path(__file__).resolve().parents[3] / "streamlit_app.py")
 

@@ -3,7 +3,7 @@ tables; a bad setting is one st.error."""
 
 from pathlib import Path
 
-from tests.apptest import chart_specs
+from tests.apptest import chart_specs, private_home  # noqa: F401 (each test its own result store)
 
 ROOT = Path(__file__).resolve().parents[3]
 

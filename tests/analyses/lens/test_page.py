@@ -7,7 +7,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests import tiny
-from tests.apptest import chart_specs
+from tests.apptest import chart_specs, private_home  # noqa: F401 (each test its own result store)
 
 APP = str(Path(__file__).resolve().parents[3] / "streamlit_app.py")
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from tests.apptest import chart_specs
+from tests.apptest import chart_specs, private_home  # noqa: F401 (each test its own result store)
 
 APP = str(Path(__file__).resolve().parents[3] / "streamlit_app.py")
 
@@ -37,7 +37,7 @@ def test_default_run_shows_charts_and_tables_then_facts_trace(gemma):
     assert not at.exception and len(at.error) == 1
     assert "K=64 pairs need 64 distinct keys and values, but the codes → colours list has 30" in at.error[0].value
 
-    at.radio(key="lookup_task").set_value("facts").run()
+    next(r for r in at.radio if r.label == "Lookup").set_value("facts").run()
     next(n for n in at.number_input if n.label.startswith("Facts")).set_value(3)
     next(m for m in at.multiselect if m.label == "Restore").set_value(["residual"])
     button(at, "Run").click().run()

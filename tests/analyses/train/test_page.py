@@ -10,13 +10,13 @@ PAGE = str(Path(__file__).resolve().parents[3] / "pages" / "train.py")
 
 
 def small_settings(at, steps=6):
-    at.selectbox(key="corpus").set_value("synthetic")
-    at.slider(key="layers").set_value(1)
-    at.select_slider(key="d_model").set_value(32)
-    at.select_slider(key="heads").set_value(2)
-    at.select_slider(key="context").set_value(32)
-    at.select_slider(key="batch").set_value(8)
-    at.number_input(key="steps").set_value(steps)
+    at.selectbox(key="train:corpus").set_value("synthetic")
+    at.slider(key="train:layers").set_value(1)
+    at.select_slider(key="train:d_model").set_value(32)
+    at.select_slider(key="train:heads").set_value(2)
+    at.select_slider(key="train:context").set_value(32)
+    at.select_slider(key="train:batch").set_value(8)
+    at.number_input(key="train:steps").set_value(steps)
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def test_short_training_run_completes_and_tools_render(page, layerscope_home):
     small_settings(page)
     page.button(key="train").click().run()
     assert not page.exception and not page.error
-    run = page.session_state["result:train"][1]  # the page's stored TrainingRun (ui.results.keep_result)
+    run = page.session_state["result:train:train"].result  # the page's TrainingRun (ui.results.run_analysis)
     assert run.wait(120)
     page.run()
     assert not page.exception and not page.error
@@ -51,7 +51,7 @@ def test_short_training_run_completes_and_tools_render(page, layerscope_home):
     assert any('"rect"' in s for s in specs)  # attention heatmaps
     assert any('"pc1"' in s for s in specs)  # PCA scatter
 
-    page.text_area(key="prompt").set_value("count: 1 2 3")
+    page.text_area(key="train:generate.prompt").set_value("count: 1 2 3")
     page.button(key="generate").click().run()
     assert not page.exception and page.code[0].value.startswith("count: 1 2 3")
     assert len(page.code[0].value) > len("count: 1 2 3")
@@ -62,7 +62,7 @@ def test_short_training_run_completes_and_tools_render(page, layerscope_home):
     saved = layerscope_home / "checkpoints" / "synthetic-char-1x32-seed0"
     assert (saved / "tinylm.json").is_file() and str(saved) in page.session_state["extra_models"]
 
-    page.selectbox(key="checkpoint").set_value(saved)
+    page.selectbox(key="train:checkpoint.path").set_value(str(saved))
     page.button(key="load").click().run()
     assert not page.exception and not page.error
     assert "Exploring checkpoint" in page.info[0].value
@@ -70,11 +70,11 @@ def test_short_training_run_completes_and_tools_render(page, layerscope_home):
 
 def test_bad_settings_show_an_error_not_a_traceback(page):
     small_settings(page)
-    page.select_slider(key="heads").set_value(3)  # 32 is not divisible by 3
+    page.select_slider(key="train:heads").set_value(3)  # 32 is not divisible by 3
     page.button(key="train").click().run()
     assert not page.exception
     assert "divisible" in page.error[0].value
-    page.selectbox(key="corpus").set_value("upload a text file…")
-    page.select_slider(key="heads").set_value(2)
+    page.selectbox(key="train:corpus").set_value("upload a text file…")
+    page.select_slider(key="train:heads").set_value(2)
     page.button(key="train").click().run()
     assert "upload" in page.error[0].value
