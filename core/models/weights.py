@@ -53,8 +53,9 @@ def find_child(parent: nn.Module, names: tuple[str, ...], what: str) -> nn.Modul
 
 PARTS = ("all", "attention", "mlp")
 # Where blocks keep the norms in front of their attention and MLP, by family (first found wins).
-ATTN_PRE_NORMS = ("input_layernorm", "ln_1", "attention_norm", "ln1")
-MLP_PRE_NORMS = ("pre_feedforward_layernorm", "post_attention_layernorm", "ln_2", "ffn_norm", "ln2")
+ATTN_PRE_NORMS = ("input_layernorm", "ln_1", "attention_norm", "ln1", "attention_layernorm", "ln_attn")
+MLP_PRE_NORMS = ("pre_feedforward_layernorm", "post_attention_layernorm", "ln_2", "ffn_norm", "ln2", "feedforward_layernorm",
+                 "ln_mlp")
 
 
 @dataclass(frozen=True)
@@ -216,7 +217,10 @@ class WeightViews:
     def mlp_pre_norm(self, layer: int) -> nn.Module | None:
         """The norm in front of the MLP (its ``mlp_in``: what transcoders read), or None (OLMo 2 has post-norms only;
         Gemma 2/3's ``post_attention_layernorm`` is the attention's post-norm, Llama's the MLP's pre-norm)."""
-        return self._pre_norm(layer, MLP_PRE_NORMS)
+        own = self._pre_norm(layer, MLP_PRE_NORMS)
+        if own is None and self._adapter.parallel(self._layer(layer)):  # Cohere, Phi, Falcon: one norm feeds both
+            return self.attn_pre_norm(layer)
+        return own
 
     def _pre_norm(self, layer: int, names: tuple[str, ...]) -> nn.Module | None:
         block = self._layer(layer)
