@@ -270,7 +270,7 @@ def _lr_scale(step: int, warmup: int, total_steps: Optional[int], decay_fraction
 def _start(buffer_x: Tensor, buffer_y: Tensor, config: TrainConfig, init: Optional[Dictionary],
            generator: torch.Generator, device) -> tuple[_Coder, float, float]:
     """The coder and the input/target scales (s_in, s_out), from the first buffer or from ``init``."""
-    (n, d_in), d_out = buffer_x.shape, buffer_y.shape[1]
+    d_in, d_out = buffer_x.shape[1], buffer_y.shape[1]
     s_in = s_out = 1.0
     if config.normalize_input and init is None:  # so that E‖x‖² = d_in and E‖y‖² = d_out
         s_in = math.sqrt(d_in / float(buffer_x.pow(2).sum(1).mean().clamp_min(1e-12)))

@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     layer: int = 9
     width: int = 4096
     k: int = 32
-    tokens: int = 200_000
+    tokens: int = 400_000
     activation: str = "topk"
     epochs: int = 8
     seq_len: int = 128
@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     overwrite: bool = False
     eval_text: tuple[str, ...] = ()
     weighting: str = "fisher"  # "fisher": errors weighted by the loss's sensitivity too (``weighting``); "none": MSE
-    fisher_weight: float = 4.0  # λ of ``weighting``
+    fisher_weight: float = 8.0  # λ of ``weighting`` (8 with 400k tokens meets the layer-9 goals: README)
     seed: int = 0
     cards: bool = True  # the Features page's top tokens, contexts and density, computed now
 
