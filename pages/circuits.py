@@ -11,18 +11,12 @@ from core.analyses.circuits.charts import attention_chart, graph_chart
 from core.analyses.circuits.check import CheckSettings, run_check
 from core.analyses.features import explain
 from ui.links import Inputs
-from ui.model import current_model, model_key, run_safely
 from ui.results import downloads, run_analysis
 from ui.shell import require_shell
 
 require_shell()  # a deep link to a fresh server runs this file alone: go through the app
 
 PAGE = "circuits"
-
-
-@st.cache_data(show_spinner="Reading the feature's top contexts…", max_entries=64)
-def feature_card(key: str, settings: explain.Settings, _handle) -> explain.FeatureCard:
-    return explain.run(_handle, settings)
 
 
 st.title("🕸️ Circuits")
@@ -137,9 +131,12 @@ if node.kind == "feature" and folders and st.button(
         "Top contexts of this feature", help="the Features page's card of this transcoder feature: its top-activating "
         "contexts in the shipped corpora (the first feature of a layer takes about half a minute: the layer's cards "
         "are computed once and kept)"):
-    card = run_safely(feature_card, model_key(), explain.Settings(dictionary=folders[node.layer], feature=node.feature),
-                      current_model())
-    st.dataframe(pd.DataFrame([vars(c) for c in card.contexts]), width="stretch", hide_index=True)
+    card = run_analysis(Inputs(PAGE, "card", label="Feature card", scope=result), "features.explain",
+                        lambda h, s, p: explain.run(h, s),
+                        explain.Settings(dictionary=folders[node.layer], feature=node.feature),
+                        auto=True, store=False, row=False)
+    if card is not None:
+        st.dataframe(pd.DataFrame([vars(c) for c in card.contexts]), width="stretch", hide_index=True)
 incoming = sorted(graph.incoming(focus), key=lambda e: -abs(e.weight))[:8]
 if incoming:
     st.caption("Strongest inputs: " + ", ".join(f"{graph.node(e.source).label}@{graph.node(e.source).position} "

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from core.analyses import translation
-from core.analyses.translation.analysis import drill_down
+from core.analyses.translation.drill import drill_down
 from core.analyses.translation.charts import drill_down_chart, energy_chart, language_curves, slot_label
 from core.analyses.translation.prompts import MAX_SHOTS, TASKS
 from core.analyses.translation.wordlist import LANGUAGES, WORDS_CSV, parse_words

@@ -52,16 +52,14 @@ class Shown:
     note: str = ""
 
 
-def run_analysis(inputs: Inputs, analysis: str, run: Callable, settings: Any, *args, button: str = "Run",
+def run_analysis(inputs: Inputs, analysis: str, run: Callable, settings: Any, *, button: str = "Run",
                  auto: bool = False, store: bool = True, others: dict[str, str] | None = None,
-                 needs_model: bool = True, row: bool = True, **legacy) -> Any | None:
+                 needs_model: bool = True, row: bool = True) -> Any | None:
     """The section's one core call and its result (None before the first run); see the module docstring.
 
     ``run(handle, settings, progress)``; ``others``: other models the run reads ({"model_b": spec}), part of the
     result's identity; ``store=False`` keeps results in the server's memory only (views); ``needs_model=False``
     for runs that bring their own model (training)."""
-    if isinstance(inputs, str):  # TEMPORARY: the old call of a page not converted yet (pages/features.py)
-        return _old_call(inputs, analysis, run, settings, *args, button=button, **legacy)
     inputs.check()
     choice = chosen_model()
     request = (choice.key if needs_model else "", settings, tuple(sorted((others or {}).items())))
@@ -104,18 +102,6 @@ def run_analysis(inputs: Inputs, analysis: str, run: Callable, settings: Any, *a
     if row and needs_model:
         result_row(inputs, shown)
     return shown.result
-
-
-def _old_call(name: str, run: Callable, handle, settings, submitted: bool, button: str = "Run", extra=None):
-    """``run_analysis(name, run, handle, settings, submitted=...)`` as pages called it before links and the
-    store: the same queue, kept in the server's memory and the session. Goes once every page is converted."""
-    inputs = Inputs(name, label=name.replace("_", " "))
-    inputs.submitted = submitted
-    result = run_analysis(inputs, name, lambda _, s, progress: (s[0].validate(), run(handle, s[0], progress))[1],
-                          (settings, extra), button=button, store=False, row=False)
-    if result is not None:
-        st.session_state[f"result:{name}"] = ((chosen_model().key, settings, extra), result)
-    return result
 
 
 def _confirm(shown: Shown, choice, others) -> str:

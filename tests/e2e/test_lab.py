@@ -161,7 +161,7 @@ def test_history_reopens_a_run_through_its_link(app_server, new_page):
     wait_until(page, shows_results, PAGE_TIMEOUT_S, what="a lens run to list")
     history = new_page()
     open_page(history, app_server.url, PAGES["history"])
-    s = wait_until(history, lambda s: bool(s["tables"]) and s["tables"][0]["rows"] >= 1, 60, what="History")
+    wait_until(history, lambda s: bool(s["tables"]) and s["tables"][0]["rows"] >= 1, 60, what="History")
     screenshot(history, "history")
     href = history.locator('[data-testid="stMain"] a', has_text="Open").first.get_attribute("href")
     assert href and href.startswith(app_server.url) and "run=" in href, href

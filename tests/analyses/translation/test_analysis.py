@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from core.analyses.translation import Settings, run
-from core.analyses.translation.analysis import drill_down, summarize
+from core.analyses.translation.analysis import summarize
+from core.analyses.translation.drill import drill_down
 from core.analyses.translation.prompts import SLOTS, build_prompt, language_tokens, plan_words
 from core.analyses.translation.wordlist import SHIPPED_LANGUAGES, load_words, parse_words
 from core.cli import main
