@@ -38,13 +38,14 @@ handle = current_model()
 
 
 trained = features.available(handle)
-names = {path: path.rstrip("/").split("/")[-1] for path in trained}
+names = {path: path.rstrip("/").split("/")[-1] + (" (shipped)" if path.startswith(str(features.SHIPPED)) else "")
+         for path in trained}
 
 # -- inputs (sidebar) -------------------------------------------------------------------------------------
 main = Inputs(PAGE, label="Features")
 with main.form("Read features"):
     prompt = main.text_area("Prompt", "The Eiffel Tower is in the city of", "prompt", height=80)
-    chosen = main.multiselect("Dictionaries trained here", trained, trained[:4], "dictionaries", format_func=names.get)
+    chosen = main.multiselect("Dictionaries for this model", trained, trained[:4], "dictionaries", format_func=names.get)
     typed = main.text_area("Other dictionary folders (one per line)", "", "folders", height=68,
                            help="Gemma Scope 2, SAELens or sparsify folders, e.g. …/resid_post/layer_12_width_16k_l0_small")
     top = main.slider("Features per position", 1, 10, 5, "top")
@@ -62,7 +63,8 @@ with st.sidebar.expander("Train a dictionary here"):
 folders = [line.strip() for line in typed.splitlines() if line.strip()]
 if not chosen and not folders and trained:  # nothing picked (yet): this model's own, newest first
     chosen = trained[:4]
-    st.caption(f"Reading the dictionaries trained here for {handle.spec} (pick others in the sidebar).")
+    st.caption(f"Reading the dictionaries for {handle.spec}: trained here, or shipped with layerscope (pick others "
+               "in the sidebar).")
 dictionaries = tuple(dict.fromkeys(list(chosen) + folders))
 
 # -- training as a server job -----------------------------------------------------------------------------

@@ -215,13 +215,18 @@ def run(handle: ModelHandle, settings: Settings, progress: Progress | None = Non
     return Result(handle.spec, settings, tokens, layers, skip.tolist())
 
 
-def available(handle: ModelHandle) -> list[str]:
-    """Folders of the dictionaries trained here for this model ($LAYERSCOPE_HOME/dictionaries/<model>/…)."""
-    from core.analyses.sae.analysis import dictionaries_home
+SHIPPED = Path(__file__).resolve().parents[3] / "assets" / "dictionaries"  # one per default model, read-only
 
-    home = dictionaries_home(handle)
-    if not home.is_dir():
-        return []
-    found = [str(p) for p in sorted(home.iterdir()) if (p / "params.safetensors").is_file() and not p.name.startswith(".")]
+
+def available(handle: ModelHandle) -> list[str]:
+    """Folders of this model's dictionaries: trained here ($LAYERSCOPE_HOME/dictionaries/<model>/…, sorted by
+    name), then shipped with layerscope (assets/dictionaries/<model>/…), so a first visit has one to read."""
+    from core.analyses.sae.analysis import dictionaries_home, model_slug
+
+    found = []
+    for home in (dictionaries_home(handle), SHIPPED / model_slug(handle)):
+        if home.is_dir():
+            found += [str(p) for p in sorted(home.iterdir())
+                      if (p / "params.safetensors").is_file() and not p.name.startswith(".")]
     return found
 

@@ -42,6 +42,8 @@ def test_page_from_no_dictionary_to_grid_feature_card_and_steering(gemma, tmp_pa
     from core.analyses.sae.analysis import dictionaries_home
 
     monkeypatch.setenv("LAYERSCOPE_HOME", str(tmp_path))
+    # as for a model without a shipped dictionary (the browser suite opens the page with the shipped one)
+    monkeypatch.setattr("core.analyses.features.analysis.SHIPPED", tmp_path / "shipped")
     monkeypatch.setattr(cards, "CONTEXT_WINDOWS", 24)  # a smaller context sample: this test is about the page
     at = AppTest.from_file(APP, default_timeout=600).switch_page("pages/features.py").run()
     assert not at.exception and not at.error

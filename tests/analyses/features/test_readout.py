@@ -237,3 +237,19 @@ def test_two_dictionaries_at_the_same_site_get_distinct_labels(llama, saved, tmp
     result = features.run(llama, features.Settings(PROMPT, (str(saved), str(twin))))
     assert [layer.loaded.label for layer in result.layers] == ["resid 2 · resid2", "resid 2 · twin"]
     assert set(result.frames()["features"]["dictionary"]) == {"resid 2 · resid2", "resid 2 · twin"}
+
+
+def test_the_default_model_ships_a_dictionary_that_reconstructs_its_layer(gemma, home):
+    """A first visit has something to read: the shipped residual SAE (layer 9, float16 on disk) is listed for
+    the default model, after any trained here, and reconstructs that layer on a new prompt (FVU 0.13 there)."""
+    shipped = features.available(gemma)
+    assert [Path(p).name for p in shipped] == ["resid-L9-w4096-k32"]
+    assert Path(shipped[0]).is_relative_to(features.SHIPPED)
+    result = features.run(gemma, features.Settings("The Eiffel Tower is in the city of Paris, and the Colosseum is in "
+                                                   "Rome.", tuple(shipped), top=3))
+    (layer,) = result.to_json()["layers"]
+    assert (layer["layer"], layer["site"]) == (9, "resid")
+    assert 0.05 < layer["fvu"] < 0.2, layer["fvu"]
+    bos, *rest = layer["positions"]
+    assert bos["token"] == "<bos>" and bos["features"] == []  # left out, as in training
+    assert all(len(p["features"]) == 3 and p["features"][0]["activation"] > 0 for p in rest)
