@@ -104,6 +104,12 @@ chart = feature_grid(frame, frames["layers"])
 st.altair_chart(chart, width="stretch")
 st.caption("Cell: the strongest latent (its id) at that layer and position, coloured by its activation relative to "
            "the largest in its row. Bar: the dictionary's FVU on this prompt (BOS left out).")
+table = frames["layers"][["dictionary", "kind", "site", "layer", "width", "fvu", "path"]]
+st.dataframe(table, hide_index=True, width="stretch",
+             column_config={"fvu": st.column_config.NumberColumn("FVU (this prompt)", format="%.3f")})
+with st.expander(f"Every feature at every position ({len(frames['features'])} rows)"):
+    st.dataframe(frames["features"].drop(columns=["site", "layer"]), hide_index=True, width="stretch",
+                 column_config={"activation": st.column_config.NumberColumn(format="%.3g")})
 cols = st.columns(4)
 downloads(cols[0], "features", frame=frames["features"])
 downloads(cols[1], "features_grid", chart=chart)

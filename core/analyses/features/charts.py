@@ -75,7 +75,7 @@ def density_chart(histogram: list[float], edges: list[float], density: float) ->
     """Counts of the feature's activations on the context corpus, on log10 bins."""
     frame = pd.DataFrame({"from": edges[:-1], "to": edges[1:], "count": histogram})
     frame = frame[frame["count"] > 0]
-    title = f"Activation density: active on {density:.3%} of tokens"
+    title = f"Active on {density:.2%} of tokens"
     return alt.Chart(frame, title=title).mark_bar(color="#e6550d").encode(
         x=alt.X("from:Q", bin="binned", title="log10(activation)"), x2="to:Q",
         y=alt.Y("count:Q", title="tokens"), tooltip=[alt.Tooltip("from:Q", format=".2f"), "count"]).properties(height=180)
