@@ -61,11 +61,8 @@ def ours(handle, texts, k):
     run_lens(handle, texts, top_k=k, batch_size=len(texts))
 
 
-def nnsight_lens(handle, batch, k):
-    from core.backends import through_nnsight
-
-    traced = through_nnsight(handle)
-    wrapped, layers, norm, unembed = traced._traced()
+def nnsight_lens(handle, batch, k, backend):
+    wrapped, layers, norm, unembed = backend.traced(handle)  # nnsight's own model over the same weights, wrapped once
     saved = []
     with torch.inference_mode(), wrapped.trace(**inputs(handle, batch), use_cache=False):
         saved.append(unembed(norm(layers[0].input[:, -1])).topk(k, dim=-1).indices.save())
@@ -113,7 +110,10 @@ def main() -> None:
         import nnsight  # noqa: F401
 
         own = load_model(args.model)  # each peer wraps its own copy: wrapping may change the modules it is given
-        runs[f"nnsight {nnsight.__version__}, top-k only"] = lambda: nnsight_lens(own, batch, k)
+        from core.backends.nnsight_backend import NNsightBackend
+
+        backend = NNsightBackend()
+        runs[f"nnsight {nnsight.__version__}, top-k only"] = lambda: nnsight_lens(own, batch, k, backend)
     except ImportError:
         skipped["nnsight"] = "not installed"
     try:
