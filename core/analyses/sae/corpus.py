@@ -13,7 +13,7 @@ import random
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from core.errors import UserError
+from core.errors import UserError, read_text
 from core.models.handle import ModelHandle
 
 ASSETS = Path(__file__).resolve().parents[3] / "assets"
@@ -37,12 +37,7 @@ MAX_SHARE = {"synthetic": 0.08, "shakespeare": 0.2, "quanta": 0.2}
 
 
 def _read(path: Path) -> str:
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise UserError(f"text not found: {path}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not UTF-8 text: give a plain text file") from None
+    text = read_text(path)
     if path.suffix == ".jsonl":  # the quanta corpus: one {"text": …} per line, joined in order
         return "".join(json.loads(line)["text"] for line in text.splitlines() if line.strip())
     return text

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.analyses.base import Settings as BaseSettings
-from core.errors import UserError
+from core.errors import UserError, read_text
 from core.lenses import LogitLens, default_lens_dir, load_tuned_lens
 from core.analyses.tuned_lens.training import TrainingOptions, evaluate, train
 from core.lenses.tuned import CONFIG
@@ -49,12 +49,7 @@ class Settings(BaseSettings):
 
 def eval_lines(settings: Settings) -> list[str]:
     path = Path(settings.eval_text).expanduser() if settings.eval_text else EVAL_TEXT
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise UserError(f"evaluation text not found: {path}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not UTF-8 text: give a plain text file, one sequence per line") from None
+    text = read_text(path, "evaluation text", "give a plain text file, one sequence per line")
     lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
         raise UserError(f"the evaluation text {path} is empty: give at least one line of text")
