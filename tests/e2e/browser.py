@@ -13,6 +13,7 @@ PRIMARY = 'button[data-testid="stBaseButton-primary"], button[data-testid="stBas
 # What the page shows right now: visible charts with their drawn marks, visible tables with their
 # row counts, error texts, and whether a script run is in progress.
 STATE_JS = """() => {
+  // Right after a navigation commits, the new document may have no body yet: everything below reads as empty.
   const main = document.querySelector('[data-testid="stMain"]');
   const within = (s) => main ? Array.from(main.querySelectorAll(s)) : [];
   const shown = (e) => { const r = e.getBoundingClientRect(); return r.width > 0 && r.height > 0; };
@@ -39,7 +40,7 @@ STATE_JS = """() => {
     charts: charts, tables: tables, errors: errors, warnings: warnings,
     running: !!document.querySelector('[data-testid="stStatusWidget"]'),
     dialogs: Array.from(document.querySelectorAll('[role="dialog"]')).map((e) => e.innerText.slice(0, 300)),
-    traceback: document.body.innerText.includes('Traceback (most recent call last)'),
+    traceback: !!document.body && document.body.innerText.includes('Traceback (most recent call last)'),
   };
 }"""
 
