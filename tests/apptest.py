@@ -2,7 +2,8 @@
 to itself.
 
 A page test that wants its own result store imports the fixture: ``from tests.apptest import private_home  #
-noqa: F401`` (pytest applies an autouse fixture to the module it is imported into)."""
+noqa: F401`` (pytest applies an autouse fixture to the module it is imported into); likewise
+``settled_navigation`` for a page test that clicks buttons."""
 
 from pathlib import Path
 
@@ -49,3 +50,24 @@ def private_home(tmp_path, monkeypatch):
     home = fresh_home(tmp_path)
     monkeypatch.setenv("LAYERSCOPE_HOME", str(home))
     return home
+
+
+@pytest.fixture(autouse=True)
+def settled_navigation(monkeypatch):
+    """AppTest resets ``PagesManager.uses_pages_directory`` before every run, so each run starts in the old
+    folder mode and ``ui.shell.require_shell`` reruns it through the app, which drops a button's click. A
+    server settles the mode on its first run; so does this (the first run of each test still goes through
+    the shell's rerun)."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    original = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        settled = PagesManager.uses_pages_directory is None and getattr(PagesManager, "_settled_once", False)
+        original(self, *args, **kwargs)
+        if settled:
+            PagesManager.uses_pages_directory = False
+        PagesManager._settled_once = True
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+    monkeypatch.setattr(PagesManager, "_settled_once", False, raising=False)

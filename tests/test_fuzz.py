@@ -315,11 +315,7 @@ def test_any_upload_bytes_are_read_or_refused_with_a_user_error(raw):
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-offered")
-    model, tokenizer = tiny.model("llama", seed=5)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return tiny.save(tmp_path_factory.mktemp("tiny-offered"), seed=5)
 
 
 def test_a_fixed_model_list_is_all_users_can_pick_and_never_runs_remote_code(tiny_folder, bad_specs, monkeypatch):

@@ -14,11 +14,7 @@ from tests import tiny
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    model, tok = tiny.model("llama")
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
+    return tiny.save(tmp_path_factory.mktemp("tiny-llama"))  # a Path here: tests build paths inside it
 
 
 def test_local_folder_loads_and_describes_itself(tiny_folder):

@@ -212,3 +212,11 @@ def model_for(case: str, seed: int = 0):
 def handle(family: str = "llama", seed: int = 0, style: str = "llama") -> ModelHandle:
     m, tok = model(family, seed, style)
     return wrap_model(m, tok, f"tiny-{family}")
+
+
+def save(folder, family: str = "llama", seed: int = 0):
+    """A tiny random model of ``family`` and its tokenizer saved as a Hugging Face folder (what ``--model`` reads)."""
+    m, tok = model(family, seed=seed)
+    m.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder

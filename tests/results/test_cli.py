@@ -15,19 +15,10 @@ from core import export
 from core.cli import _command_index, build_parser, main
 from core.results.bundle import write_bundle
 from core.results.commandline import cli_command
-from tests import tiny
 from tests.results.real import results
 
 LIST_KEYS = {"id", "analysis", "model", "settings", "created", "seconds", "pinned", "title", "link"}
 
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    model, tokenizer = tiny.model("llama")
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
 
 
 @pytest.fixture

@@ -13,10 +13,7 @@ from tests.apptest import APP, private_home  # noqa: F401 (each test its own res
 
 
 def save_tiny(folder, seed: int = 3):
-    model, tokenizer = tiny.model("llama", seed=seed)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return tiny.save(folder, seed=seed)
 
 
 @pytest.fixture

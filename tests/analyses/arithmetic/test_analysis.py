@@ -285,14 +285,6 @@ def test_bad_run_settings_say_what_to_fix(settings, message):
         settings.validate()
 
 
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    model, tok = tiny.model("llama")
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return str(folder)
-
 
 def test_cli_name_and_alias_print_what_run_returns(tiny_folder, capsys):
     from core.models import load_model

@@ -2,27 +2,11 @@
 
 from types import SimpleNamespace
 
-import pytest
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 from tests.analyses.circuits.helpers import random_transcoders, save
-from tests.apptest import APP, chart_specs, private_home, widget  # noqa: F401 (each test its own result store)
+from tests.apptest import APP, chart_specs, private_home, settled_navigation, widget  # noqa: F401 (autouse fixtures)
 
 
-@pytest.fixture(autouse=True)
-def settled_navigation(monkeypatch):
-    """The page's button clicks survive the shell's first rerun (see tests/analyses/sequences/test_page.py)."""
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        settled = PagesManager.uses_pages_directory is None and getattr(PagesManager, "_settled_once", False)
-        original(self, *args, **kwargs)
-        if settled:
-            PagesManager.uses_pages_directory = False
-        PagesManager._settled_once = True
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
-    monkeypatch.setattr(PagesManager, "_settled_once", False, raising=False)
 
 
 def click(at, label: str) -> None:

@@ -4,32 +4,16 @@ card, steering, and the page without any dictionary."""
 
 from pathlib import Path
 
-import pytest
 import torch
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from core.features import save_dictionary
 from tests.analyses.features.conftest import random_dictionary
-from tests.apptest import chart_specs
+from tests.apptest import chart_specs, settled_navigation  # noqa: F401 (autouse: settled pages)
 
 APP = str(Path(__file__).resolve().parents[3] / "streamlit_app.py")
 
 
-@pytest.fixture(autouse=True)
-def settled_navigation(monkeypatch):
-    """As in the other page tests: settle Streamlit's page mode after the first run (see sequences' test_page)."""
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        settled = PagesManager.uses_pages_directory is None and getattr(PagesManager, "_settled_once", False)
-        original(self, *args, **kwargs)
-        if settled:
-            PagesManager.uses_pages_directory = False
-        PagesManager._settled_once = True
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
-    monkeypatch.setattr(PagesManager, "_settled_once", False, raising=False)
 
 
 def click(at, label: str) -> None:

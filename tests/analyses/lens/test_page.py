@@ -79,11 +79,7 @@ def test_direct_logit_attribution_and_side_by_side(app):
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-lens")
-    model, tokenizer = tiny.model("llama", seed=4)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return tiny.save(tmp_path_factory.mktemp("tiny-lens"), seed=4)
 
 
 def test_a_tuned_lens_is_trained_from_the_page_then_read(tiny_folder, tmp_path, monkeypatch):

@@ -123,14 +123,6 @@ def test_traced_span_is_the_setting_or_the_search(llama):
     assert "subject_candidates" in searched.frames()
 
 
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    model, tok = tiny.model("llama")
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return str(folder)
-
 
 def test_cli_traces_a_csv_without_subjects(tiny_folder, tmp_path, capsys):
     facts = tmp_path / "facts.csv"

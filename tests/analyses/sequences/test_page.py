@@ -2,31 +2,12 @@
 
 from pathlib import Path
 
-import pytest
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
-from tests.apptest import chart_specs, private_home  # noqa: F401 (each test its own result store)
+from tests.apptest import chart_specs, private_home, settled_navigation  # noqa: F401 (autouse: own store, settled pages)
 
 APP = str(Path(__file__).resolve().parents[3] / "streamlit_app.py")
 
 
-@pytest.fixture(autouse=True)
-def settled_navigation(monkeypatch):
-    """AppTest resets ``PagesManager.uses_pages_directory`` before every run, so each run starts in the old
-    folder mode and ``ui.shell.require_shell`` reruns it through the app, which drops a button's click. A
-    server settles the mode on its first run; so does this (the first run of each test still goes through
-    the shell's rerun)."""
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        settled = PagesManager.uses_pages_directory is None and getattr(PagesManager, "_settled_once", False)
-        original(self, *args, **kwargs)
-        if settled:
-            PagesManager.uses_pages_directory = False
-        PagesManager._settled_once = True
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
-    monkeypatch.setattr(PagesManager, "_settled_once", False, raising=False)
 
 
 def download_ids(at) -> list[str]:

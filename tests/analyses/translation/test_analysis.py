@@ -237,14 +237,6 @@ def test_cli_json_contract(gemma, capsys):
         assert layer["p_target"] + layer["p_latent"] + layer["p_source"] <= 1 + 1e-5 and layer["entropy_bits"] >= 0
 
 
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    model, tok = tiny.model("llama")
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return str(folder)
-
 
 def test_cli_every_pair_of_shipped_languages(tiny_folder, capsys, one_thread):
     for source in SHIPPED_LANGUAGES:

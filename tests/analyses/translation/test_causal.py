@@ -107,14 +107,6 @@ def test_steering_with_alpha_zero_changes_nothing_and_the_embedding_row_has_no_d
     assert not np.allclose(moved.steering.probs[-1], moved.steering.probs[0], rtol=0.1, atol=0)
 
 
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    model, tok = tiny.model("llama")
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return str(folder)
-
 
 def test_cli_contract_on_a_llama_folder(tiny_folder, capsys):
     base = ["translation", "--model", tiny_folder, "--source", "fr", "--target", "zh", "--limit", "6", "--shots", "1", "--seed", "3"]
