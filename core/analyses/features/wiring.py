@@ -28,8 +28,6 @@ from core.features import Dictionary
 from core.models.handle import Batch, ModelHandle
 from core.models.sites import Edit, Site
 
-SAE_SITES = ("resid", "mlp_out", "attn_out", "attn_z")
-
 
 def layer_range(site: str, n_layers: int) -> range:
     """The layers a site has in a model of ``n_layers`` blocks (lens numbering)."""

@@ -202,14 +202,3 @@ def run(handle: ModelHandle, settings: Settings, progress: Progress | None = Non
     progress(1.0, f"done: ΔCE {scores.delta_ce_nats:.3f} nats, FVU {scores.fvu:.3f}")
     return Result(handle.spec, str(folder), settings, scores, trained.dead_fraction, train_scores,
                   trained.tokens // settings.epochs, time.perf_counter() - started, timer.seconds, trained.history)
-
-
-def evaluate_folder(handle: ModelHandle, folder: str, eval_text: tuple[str, ...] = (), seq_len: int = 128) -> Scores:
-    """Held-out scores of a saved dictionary (e.g. one from Gemma Scope) on this model."""
-    from core.analyses.features.wiring import wire
-
-    dictionary = load_dictionary(folder, expect_model=handle.spec, expect_d_model=handle.d_model)
-    rows = [handle.tokenizer(line, add_special_tokens=True)["input_ids"][:seq_len]
-            for line in corpus.eval_lines(eval_text)]
-    return score(handle, dictionary, wire(dictionary, handle), rows)
-
